@@ -1,0 +1,19 @@
+"""Defenses: one module per defense, each registered by name (see ``registry``)."""
+
+from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input, require
+from .registry import available_defenses, build_defense, get_defense_class, register
+from . import fedavg  # noqa: F401  (registers)
+
+__all__ = [
+    "Aggregate",
+    "Defense",
+    "DefenseContext",
+    "ParameterError",
+    "RoundInput",
+    "available_defenses",
+    "build_defense",
+    "check_round_input",
+    "get_defense_class",
+    "register",
+    "require",
+]

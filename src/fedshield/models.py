@@ -1,0 +1,224 @@
+"""Model architectures by name, and the flat-parameter layout that defenses work on.
+
+Every model is a plain ``nn.Module``. Defenses never see modules: they see one flat vector per client whose
+order is fixed by :class:`ParamLayout` (the module's ``state_dict`` order, floating-point tensors only).
+Batch-norm running statistics travel in the same vector but are marked ``kind == "buffer"`` so that
+defenses can exclude them from distances, norms and noise (algorithms.md §0.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LayoutEntry",
+    "ParamLayout",
+    "MODELS",
+    "build_model",
+    "count_parameters",
+    "flatten_params",
+    "load_flat_params",
+]
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One tensor of the flat vector: its state-dict name, shape, and position."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    numel: int
+    kind: str  # "weight", "bias" or "buffer"
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + self.numel)
+
+
+class ParamLayout:
+    """Names, shapes and slices of a model's flat parameter vector.
+
+    The vector holds every floating-point tensor of ``state_dict()`` in order. Integer buffers such as
+    ``num_batches_tracked`` are not part of it (they are not aggregated).
+    """
+
+    def __init__(self, entries: tuple[LayoutEntry, ...]):
+        self.entries = entries
+        self.dim = sum(e.numel for e in entries)
+        self._by_name = {e.name: e for e in entries}
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "ParamLayout":
+        param_names = {n for n, _ in module.named_parameters()}
+        entries = []
+        offset = 0
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name in param_names:
+                kind = "bias" if name.endswith("bias") else "weight"
+            else:
+                kind = "buffer"
+            entries.append(LayoutEntry(name, tuple(t.shape), offset, t.numel(), kind))
+            offset += t.numel()
+        return cls(tuple(entries))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __getitem__(self, name: str) -> LayoutEntry:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in layout; names: {list(self._by_name)}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def trainable_mask(self, device: torch.device | str | None = None) -> Tensor:
+        """Bool mask (d,) that is True on weights and biases, False on buffers (BN statistics)."""
+        mask = torch.ones(self.dim, dtype=torch.bool, device=device)
+        for e in self.entries:
+            if e.kind == "buffer":
+                mask[e.slice] = False
+        return mask
+
+    @property
+    def has_buffers(self) -> bool:
+        return any(e.kind == "buffer" for e in self.entries)
+
+    def trainable_entries(self) -> list[LayoutEntry]:
+        return [e for e in self.entries if e.kind != "buffer"]
+
+    def view(self, flat: Tensor, name: str) -> Tensor:
+        """The tensor ``name`` of a flat vector (or of each row of an (n, d) matrix), with its shape."""
+        e = self[name]
+        return flat[..., e.slice].reshape(*flat.shape[:-1], *e.shape)
+
+    def split(self, flat: Tensor) -> dict[str, Tensor]:
+        return {e.name: self.view(flat, e.name) for e in self.entries}
+
+
+def flatten_params(module: nn.Module, layout: ParamLayout | None = None) -> Tensor:
+    """The module's floating-point state as one flat float32 vector (a copy), in layout order."""
+    layout = layout or ParamLayout.from_module(module)
+    sd = module.state_dict()
+    return torch.cat([sd[e.name].detach().reshape(-1).float() for e in layout.entries])
+
+
+@torch.no_grad()
+def load_flat_params(module: nn.Module, flat: Tensor, layout: ParamLayout | None = None) -> None:
+    """Write a flat vector back into the module's tensors (in place)."""
+    layout = layout or ParamLayout.from_module(module)
+    if flat.shape != (layout.dim,):
+        raise ValueError(f"flat parameter vector has shape {tuple(flat.shape)}, model needs ({layout.dim},)")
+    sd = module.state_dict()
+    for e in layout.entries:
+        sd[e.name].copy_(flat[e.slice].view(e.shape))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+class LeNet(nn.Module):
+    """FLAME's MNIST CNN and Fedward's ``MnistNet``: conv(1→20,k5)-pool-conv(20→50,k5)-pool-fc(800→500)-fc(500→10).
+
+    431,080 parameters for 28×28 single-channel inputs. Returns logits (Fedward's code applies log_softmax
+    and NLL, which equals cross-entropy on logits).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(50 * side * side, 500)
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class SmallCNN(nn.Module):
+    """A quick CNN for tests: conv(→16,k5)-pool-conv(16→32,k5)-pool-fc(→classes); 18,378 parameters on 28×28."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 5)
+        self.conv2 = nn.Conv2d(16, 32, 5)
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.fc = nn.Linear(32 * side * side, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNetLight(nn.Module):
+    """A light ResNet for CIFAR-10 (stem 32 channels, three stages of one basic block: 32, 64, 128).
+
+    In the spirit of the "lightweight ResNet-18" of Bagdasaryan et al. (0.27M parameters as they state);
+    this one has 308,650 trainable parameters with batch norm, whose running statistics the layout marks as buffers.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.layer1 = _BasicBlock(32, 32, 1)
+        self.layer2 = _BasicBlock(32, 64, 2)
+        self.layer3 = _BasicBlock(64, 128, 2)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        x = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": LeNet,
+    "small_cnn": SmallCNN,
+    "resnet_light": ResNetLight,
+}
+
+
+def build_model(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    """Instantiate a model by name (see :data:`MODELS`)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
