@@ -9,7 +9,7 @@ defenses can exclude them from distances, norms and noise (algorithms.md §0.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +134,30 @@ def count_parameters(module: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------- models
 
 
-class LeNet(nn.Module):
+class ImageModel(nn.Module):
+    """Base of the image models: an optional fixed input standardisation ``(x − mean) / std`` per channel.
+
+    The statistics are plain attributes, not parameters or buffers: they are part of the architecture, never
+    aggregated or attacked, and triggers stay in pixel space ([0, 1]) because they are stamped before it.
+    """
+
+    input_mean: Optional[Tensor] = None
+    input_std: Optional[Tensor] = None
+
+    def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        m = torch.as_tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.as_tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        if (s <= 0).any():
+            raise ValueError(f"input std must be positive, got {list(std)}")
+        self.input_mean, self.input_std = m, s
+
+    def normalize_input(self, x: Tensor) -> Tensor:
+        if self.input_mean is None:
+            return x
+        return (x - self.input_mean.to(x.device)) / self.input_std.to(x.device)
+
+
+class LeNet(ImageModel):
     """FLAME's MNIST CNN and Fedward's ``MnistNet``: conv(1→20,k5)-pool-conv(20→50,k5)-pool-fc(800→500)-fc(500→10).
 
     431,080 parameters for 28×28 single-channel inputs. Returns logits (Fedward's code applies log_softmax
@@ -150,13 +173,15 @@ class LeNet(nn.Module):
         self.fc2 = nn.Linear(500, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        # relu(maxpool(x)) == maxpool(relu(x)) (both monotone), with the same gradients; pooling first
+        # applies the ReLU to 4× fewer values.
+        x = torch.relu(torch.max_pool2d(self.conv1(self.normalize_input(x)), 2))
+        x = torch.relu(torch.max_pool2d(self.conv2(x), 2))
         x = torch.flatten(x, 1)
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ImageModel):
     """A quick CNN for tests: conv(→16,k5)-pool-conv(16→32,k5)-pool-fc(→classes); 18,378 parameters on 28×28."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
@@ -167,8 +192,8 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(32 * side * side, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(torch.max_pool2d(self.conv1(self.normalize_input(x)), 2))
+        x = torch.relu(torch.max_pool2d(self.conv2(x), 2))
         return self.fc(torch.flatten(x, 1))
 
 
@@ -189,7 +214,7 @@ class _BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNetLight(nn.Module):
+class ResNetLight(ImageModel):
     """A light ResNet for CIFAR-10 (stem 32 channels, three stages of one basic block: 32, 64, 128).
 
     In the spirit of the "lightweight ResNet-18" of Bagdasaryan et al. (0.27M parameters as they state);
@@ -205,7 +230,7 @@ class ResNetLight(nn.Module):
         self.fc = nn.Linear(128, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        x = self.layer3(self.layer2(self.layer1(self.stem(self.normalize_input(x)))))
         x = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
 
@@ -217,8 +242,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
-    """Instantiate a model by name (see :data:`MODELS`)."""
+def build_model(
+    name: str,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 28,
+    input_mean: Optional[Sequence[float]] = None,
+    input_std: Optional[Sequence[float]] = None,
+) -> nn.Module:
+    """Instantiate a model by name (see :data:`MODELS`), optionally standardising its input per channel."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model = MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    if input_mean is not None or input_std is not None:
+        if input_mean is None or input_std is None:
+            raise ValueError("input normalisation needs both input_mean and input_std")
+        model.set_input_normalization(input_mean, input_std)
+    return model

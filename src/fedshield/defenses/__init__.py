@@ -3,6 +3,7 @@
 from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input, require
 from .registry import available_defenses, build_defense, get_defense_class, register
 from . import fedavg  # noqa: F401  (registers)
+from . import fedward, flame  # noqa: F401  (registers)
 
 __all__ = [
     "Aggregate",

@@ -1,0 +1,166 @@
+"""Command line: ``fedshield run | demo | list``. A thin shell over :mod:`fedshield.sim`."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ConfigError, config_from_dict, load_config
+
+__all__ = ["main"]
+
+DEMO_DEFENSES = ["flame", "fedward"]
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "  -  " if math.isnan(x) else f"{x:.3f}"
+    return str(x)
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain-text table; ``columns`` are (key, header) pairs."""
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k, float("nan"))) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .sim import run_experiment
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else _default_out(cfg.name)
+    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"output: {out}")
+    keys = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share", "seconds"]
+    print("  ".join(f"{k}={_fmt(summary[k])}" for k in keys))
+    if "post_training" in summary:
+        p = summary["post_training"]
+        print(f"{p['name']}: MA {_fmt(p['ma_before'])} -> {_fmt(p['ma_after'])}, BA {_fmt(p['ba_before'])} -> {_fmt(p['ba_after'])}")
+    return 0
+
+
+def demo_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The demo's runs: FedAvg without attack, FedAvg under DBA (then repaired by FLAIN when it exists), and
+    each registered demo defense under DBA."""
+    from .defenses import available_defenses
+
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("fedavg, no attack", {"attack": {"name": "none"}, "defense": {"name": "fedavg"}}),
+        ("fedavg, DBA", {"defense": {"name": "fedavg"}, "post_training": {"name": "flain"}}),
+    ]
+    runs += [(f"{name}, DBA", {"defense": {"name": name}}) for name in DEMO_DEFENSES if name in available_defenses()]
+    out = []
+    for label, delta in runs:
+        d = copy.deepcopy(base)
+        for section, values in delta.items():
+            d[section] = {**d.get(section, {}), **values} if isinstance(d.get(section), dict) else values
+        d["name"] = label.replace(", ", "_").replace(" ", "_").lower()
+        out.append((label, d))
+    return out
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import apply_overrides
+    from .sim import run_experiment
+
+    with open(args.config) as f:
+        base = apply_overrides(yaml.safe_load(f), args.set)
+    out_root = Path(args.out) if args.out else _default_out("demo")
+    results = []
+    t0 = time.perf_counter()
+    for label, data in demo_configs(base):
+        cfg = config_from_dict(data)
+        print(f"== {label}", flush=True)
+        s = run_experiment(cfg, out_root / cfg.name, resume=True, progress=not args.quiet)
+        results.append({"run": label, **s})
+        if "post_training" in s:  # FLAIN repairs the model this run trained
+            p = s["post_training"]
+            results.append({"run": f"{label}, then FLAIN", "final_ma": p["ma_after"], "final_ba": p["ba_after"]})
+    cols = [
+        ("run", "run"),
+        ("final_ma", "MA"),
+        ("final_ba", "BA"),
+        ("aasr", "AASR"),
+        ("malicious_accepted_share", "malicious accepted"),
+        ("benign_accepted_share", "benign accepted"),
+        ("seconds", "seconds"),
+    ]
+    print()
+    print(format_table(results, cols))
+    print(f"\n{len(results)} rows in {time.perf_counter() - t0:.0f} s; output in {out_root}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "defenses":
+        from .defenses import available_defenses
+
+        for name, cls in available_defenses().items():
+            print(f"{name:14s} {cls.summary}\n{'':14s} paper: {cls.paper}")
+    elif args.what == "attacks":
+        from .config import AttackConfig
+
+        names = AttackConfig.model_fields["name"].annotation.__args__  # type: ignore[union-attr]
+        descriptions = {
+            "none": "no attack",
+            "dba": "distributed backdoor (Xie et al., ICLR 2020): attacker i stamps local part i of the trigger",
+            "pixel": "pixel-pattern backdoor (BadNets, Gu et al. 2017): every attacker stamps the global trigger",
+        }
+        for name in names:
+            print(f"{name:14s} {descriptions.get(name, '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedshield", description="Backdoor attacks and defenses in federated learning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one experiment from a YAML config")
+    r.add_argument("config")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
+    r.add_argument("--out", help="output folder (default runs/NAME-TIMESTAMP)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="short comparison on Fashion-MNIST: FedAvg with/without DBA and the defenses")
+    d.add_argument("--config", default=str(Path(__file__).with_name("demo.yaml")), help="base config of the demo")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--out", help="output folder (default runs/demo-TIMESTAMP); rerunning resumes")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    ls = sub.add_parser("list", help="list registered defenses or attacks")
+    ls.add_argument("what", choices=["defenses", "attacks"])
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"fedshield: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with --resume (finished rounds are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The experiment schema: YAML in and out, validation with errors that name the key.
+
+Every key has a default, so a config file only states what differs. Unknown keys and bad values are
+rejected with the dotted key name and the allowed values. ``apply_overrides`` implements ``--set a.b=value``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names each offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["fashion_mnist", "mnist", "cifar10", "synthetic"] = "fashion_mnist"
+    root: Optional[str] = None  # folder with the dataset files; default lookup order otherwise
+    partition: Literal["iid", "dirichlet", "deg_niid", "fang_q"] = "iid"
+    alpha: Optional[float] = Field(None, gt=0)  # dirichlet
+    fraction: Optional[float] = Field(None, ge=0, le=1)  # deg_niid
+    q: Optional[float] = Field(None, ge=0, le=1)  # fang_q
+    # "standard": the model standardises its input with the training split's per-channel mean and std
+    # (Fashion-MNIST 0.2860 / 0.3530); "none": raw [0, 1] pixels, as Fedward's code. Triggers are stamped in
+    # pixel space either way.
+    normalize: Literal["standard", "none"] = "standard"
+    server_holdout: int = Field(0, ge=0)  # training samples held out for the server (never given to clients)
+    train_subset: Optional[int] = Field(None, gt=0)  # use only the first N training samples (quick runs)
+
+    @model_validator(mode="after")
+    def _partition_params(self) -> "DataConfig":
+        need = {"dirichlet": "alpha", "deg_niid": "fraction", "fang_q": "q"}.get(self.partition)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"partition {self.partition!r} needs data.{need}")
+        return self
+
+
+class TrainConfig(_Strict):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(64, ge=1)
+    milestones: list[float] = Field(default_factory=list)  # fractions of epochs where lr *= gamma
+    gamma: float = Field(0.1, gt=0)
+
+
+class TriggerConfig(_Strict):
+    pattern: Optional[Literal["dba", "dba_cifar", "square", "plus"]] = "dba"
+    pixels: Optional[list[tuple[int, int]]] = None  # explicit (row, col) positions instead of a pattern
+    value: float = 1.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TriggerConfig":
+        if (self.pattern is None) == (self.pixels is None):
+            raise ValueError("give exactly one of trigger.pattern and trigger.pixels")
+        return self
+
+
+class AttackConfig(_Strict):
+    name: Literal["none", "dba", "pixel"] = "none"  # dba: attacker i uses local part i; pixel: global trigger
+    num_attackers: int = Field(4, ge=0)
+    selection: Literal["fixed", "sampled"] = "fixed"  # fixed: attackers join every round from start_round
+    attacker_ids: Optional[list[int]] = None  # default: 0 .. num_attackers-1
+    start_round: int = Field(1, ge=1)
+    target_label: int = Field(2, ge=0)
+    poison_per_batch: int = Field(20, ge=0)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    train: Optional[TrainConfig] = None  # attackers' optimiser; default: the benign one
+
+    @model_validator(mode="after")
+    def _ids(self) -> "AttackConfig":
+        if self.attacker_ids is not None:
+            if len(self.attacker_ids) != self.num_attackers:
+                raise ValueError(
+                    f"attack.attacker_ids has {len(self.attacker_ids)} ids, attack.num_attackers is {self.num_attackers}"
+                )
+            if len(set(self.attacker_ids)) != len(self.attacker_ids):
+                raise ValueError("attack.attacker_ids contains duplicates")
+        return self
+
+    def ids(self) -> list[int]:
+        return list(self.attacker_ids) if self.attacker_ids is not None else list(range(self.num_attackers))
+
+
+class DefenseConfig(_Strict):
+    name: str = "fedavg"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(_Strict):
+    every: int = Field(1, ge=1)  # evaluate every E rounds (and always after the last)
+    batch_size: int = Field(1000, ge=1)
+    test_subset: Optional[int] = Field(None, gt=0)  # evaluate on a fixed random subset of the test set
+
+
+class PostTrainingConfig(_Strict):
+    name: Literal["flain"] = "flain"
+    params: dict[str, Any] = Field(default_factory=dict)
+    aux_per_class: int = Field(80, ge=1)  # auxiliary samples per class, from the held-out training slice
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    seed: int = 0
+    model: Literal["lenet", "small_cnn", "resnet_light"] = "lenet"
+    num_clients: int = Field(100, ge=1)
+    clients_per_round: int = Field(10, ge=1)
+    rounds: int = Field(30, ge=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    post_training: Optional[PostTrainingConfig] = None
+    device: str = "cpu"
+    threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; default: torch's choice
+    workers: int = Field(2, ge=1)  # clients trained side by side, one thread each (1: sequential)
+
+    @field_validator("post_training", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v  # `post_training: flain`
+
+    @model_validator(mode="after")
+    def _consistency(self) -> "ExperimentConfig":
+        if self.clients_per_round > self.num_clients:
+            raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
+        a = self.attack
+        if a.name != "none":
+            bad = [i for i in a.ids() if not 0 <= i < self.num_clients]
+            if bad:
+                raise ValueError(f"attack.attacker_ids {bad} outside 0..{self.num_clients - 1}")
+            if a.selection == "fixed" and a.num_attackers > self.clients_per_round:
+                raise ValueError(
+                    f"attack.num_attackers={a.num_attackers} fixed attackers cannot all join "
+                    f"clients_per_round={self.clients_per_round}"
+                )
+        return self
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"got {err.get('input')!r}; allowed values: {err['ctx']['expected']}"
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a plain dict; raise :class:`ConfigError` naming each bad key."""
+    try:
+        return ExperimentConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a copy of ``data``."""
+    out = copy.deepcopy(data or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level of a config must be a mapping")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The fully resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,203 @@
+"""The round loop: select clients, train them, aggregate with the defense, evaluate, record, checkpoint.
+
+Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
+``checkpoint.pt`` (rewritten atomically after every round, so a crash loses at most the round in flight) and
+``final_model.pt``. ``resume=True`` continues from the checkpoint; because every random stream is keyed by
+(seed, round, client), a resumed run produces the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..config import ConfigError, ExperimentConfig, dump_config
+from ..defenses import RoundInput
+from ..metrics import aasr, detection_counts, flame_rates
+from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
+from .seeding import numpy_stream, torch_stream
+from .setup import Setup, build_setup
+
+__all__ = ["select_clients", "run_round", "run_experiment", "summarize"]
+
+
+def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> list[int]:
+    """Clients of round ``round_`` (1-based).
+
+    ``attack.selection == "fixed"``: from ``attack.start_round`` on, every attacker joins and the other places
+    are drawn from the benign clients (DBA/Fedward); before that, and with ``"sampled"``, ``clients_per_round``
+    are drawn uniformly from all clients.
+    """
+    rng = numpy_stream(cfg.seed, "select", round_)
+    m = cfg.clients_per_round
+    if attackers and cfg.attack.selection == "fixed" and round_ >= cfg.attack.start_round:
+        aset = set(attackers)
+        benign = [c for c in range(cfg.num_clients) if c not in aset]
+        picked = rng.choice(len(benign), size=m - len(attackers), replace=False)
+        return sorted(attackers + [benign[i] for i in picked])
+    return sorted(int(c) for c in rng.choice(cfg.num_clients, size=m, replace=False))
+
+
+def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
+    """One federated round; returns the new global parameters and the round's metrics row (no evaluation)."""
+    cfg = setup.cfg
+    t0 = time.perf_counter()
+    selected = select_clients(cfg, setup.attackers, round_)
+    attacking = round_ >= cfg.attack.start_round
+    jobs, malicious, sizes = [], [], []
+    for cid in selected:
+        x, y = setup.client_data(cid)
+        is_bad = attacking and cid in setup.poisoners
+        gen = torch_stream(cfg.seed, "train", round_, cid)
+        if is_bad:
+            jobs.append((x, y, setup.attack_settings, gen, setup.poisoners[cid]))
+        else:
+            jobs.append((x, y, setup.benign_settings, gen, None))
+        malicious.append(is_bad)
+        sizes.append(len(y))
+    updates = setup.trainer.train_many(global_params, jobs)
+    t1 = time.perf_counter()
+    inp = RoundInput(
+        global_params=global_params,
+        updates=torch.stack(updates),
+        layout=setup.layout,
+        round=round_,
+        client_ids=selected,
+        num_samples=torch.tensor(sizes, dtype=torch.float32),
+        generator=torch_stream(cfg.seed, "defense", round_),
+    )
+    agg = setup.defense.aggregate(inp)
+    t2 = time.perf_counter()
+    mal = torch.tensor(malicious, dtype=torch.bool)
+    counts = detection_counts(agg.accepted, mal)
+    row: dict[str, Any] = {
+        "round": round_,
+        "ma": float("nan"),
+        "ba": float("nan"),
+        "selected": len(selected),
+        "malicious": int(mal.sum()),
+        "accepted": int(agg.accepted.sum()),
+        **counts,
+        **{k: round(v, 4) for k, v in flame_rates(**counts).items() if k.startswith("flame_")},
+        "train_s": round(t1 - t0, 4),
+        "aggregate_s": round(t2 - t1, 4),
+    }
+    row.update({f"info.{k}": (float(v) if isinstance(v, (int, float, bool)) else v) for k, v in agg.info.items()})
+    return agg.global_params, row
+
+
+def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """The run's summary: final MA/BA, AASR, detection totals, time per phase."""
+    evaluated = [r for r in rows if not math.isnan(r["ma"])]
+    last = evaluated[-1] if evaluated else {"ma": float("nan"), "ba": float("nan")}
+    totals = {k: sum(int(r[k]) for r in rows) for k in ("tp", "fp", "tn", "fn")}
+    mal_sent = totals["tp"] + totals["fn"]
+    ben_sent = totals["tn"] + totals["fp"]
+    start = cfg.attack.start_round if cfg.attack.name != "none" else 1
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "defense": cfg.defense.name,
+        "attack": cfg.attack.name,
+        "rounds_done": len(rows),
+        "final_ma": last["ma"],
+        "final_ba": last["ba"],
+        "aasr": aasr({r["round"]: r["ba"] for r in evaluated}, start),
+        "malicious_accepted_share": totals["fn"] / mal_sent if mal_sent else float("nan"),
+        "benign_accepted_share": totals["tn"] / ben_sent if ben_sent else float("nan"),
+        **totals,
+        **flame_rates(**totals),
+        "train_s": round(sum(r["train_s"] for r in rows), 2),
+        "aggregate_s": round(sum(r["aggregate_s"] for r in rows), 2),
+        "eval_s": round(sum(r.get("eval_s", 0.0) for r in rows), 2),
+        "seconds": round(seconds, 2),
+    }
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``cfg`` into ``out_dir`` (created); with ``resume`` continue from its checkpoint."""
+    out = Path(out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    resolved = dump_config(cfg)
+    if (out / "summary.json").exists() and not resume:
+        raise ConfigError(f"{out} already holds a finished run; choose another --out")
+    if ckpt_path.exists() and not resume:
+        raise ConfigError(f"{out} holds an unfinished run; continue it with --resume or choose another --out")
+    setup = build_setup(cfg)
+    rows: list[dict[str, Any]] = []
+    params = setup.initial_params.clone()
+    first = 1
+    elapsed_before = 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["config"] != resolved:
+            raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
+        params, rows, first = state["global_params"], state["rows"], state["round"] + 1
+        setup.defense = state["defense"]
+        elapsed_before = state.get("seconds", 0.0)
+        if not torch.equal(state["initial_params"], setup.initial_params):
+            raise ConfigError(f"{out}: initial model differs from the checkpoint's; refusing to resume")
+        log(f"resuming {out} from round {first}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", resolved)
+    start_time = time.perf_counter()
+
+    bar = None
+    if progress and first <= cfg.rounds:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.rounds, initial=first - 1, desc=cfg.name, unit="round", dynamic_ncols=True)
+    for t in range(first, cfg.rounds + 1):
+        params, row = run_round(setup, params, t)
+        if t % cfg.eval.every == 0 or t == cfg.rounds:
+            t0 = time.perf_counter()
+            row.update(setup.evaluator.evaluate(params))
+            row["eval_s"] = round(time.perf_counter() - t0, 4)
+        else:
+            row["eval_s"] = 0.0
+        rows.append(row)
+        seconds = elapsed_before + time.perf_counter() - start_time
+        write_metrics_csv(out / "metrics.csv", rows)
+        atomic_torch_save(
+            {
+                "round": t,
+                "global_params": params,
+                "initial_params": setup.initial_params,
+                "rows": rows,
+                "defense": setup.defense,
+                "config": resolved,
+                "seconds": seconds,
+            },
+            ckpt_path,
+        )
+        if bar is not None:
+            bar.update(1)
+            if not math.isnan(row["ma"]):
+                bar.set_postfix(MA=f"{row['ma']:.3f}", BA=f"{row['ba']:.3f}", acc=f"{row['accepted']}/{row['selected']}")
+    if bar is not None:
+        bar.close()
+
+    seconds = elapsed_before + time.perf_counter() - start_time
+    summary = summarize(cfg, rows, seconds)
+    final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
+    atomic_torch_save(final, out / "final_model.pt")
+    if cfg.post_training is not None:
+        from .post_training import run_post_training
+
+        summary["post_training"] = run_post_training(setup, params)
+    from ..report.plots import plot_run
+
+    plot_run(rows, out / "metrics.png", title=cfg.name)
+    write_json(out / "summary.json", summary)
+    return summary

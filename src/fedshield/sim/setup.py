@@ -1,0 +1,164 @@
+"""Turn a validated config into the objects a run needs: data split, trainer, evaluator, defense, attackers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks import BatchPoisoner, Trigger, named_trigger
+from ..config import ConfigError, ExperimentConfig, TrainConfig
+from ..data import Dataset, load_dataset, partition
+from ..defenses import Defense, DefenseContext, build_defense
+from ..models import ParamLayout, build_model, flatten_params
+from .evaluate import Evaluator
+from .seeding import derive_seed, numpy_stream
+from .train import ParallelTrainer, TrainSettings
+
+__all__ = ["Setup", "build_setup", "train_settings", "global_trigger"]
+
+
+def train_settings(tc: TrainConfig) -> TrainSettings:
+    return TrainSettings(
+        lr=tc.lr,
+        momentum=tc.momentum,
+        weight_decay=tc.weight_decay,
+        epochs=tc.epochs,
+        batch_size=tc.batch_size,
+        milestones=tuple(tc.milestones),
+        gamma=tc.gamma,
+    )
+
+
+def global_trigger(cfg: ExperimentConfig) -> Trigger:
+    t = cfg.attack.trigger
+    if t.pattern is not None:
+        return named_trigger(t.pattern, t.value)
+    return Trigger(tuple((int(r), int(c)) for r, c in t.pixels or ()), t.value)
+
+
+def stratified_holdout(labels: Tensor, count: int, num_classes: int, seed: int) -> Tensor:
+    """``count`` training indices, as even across classes as possible (count // L each, remainder to the first
+    classes), drawn at random: the server's own data (FLTrust root set, FLAIN auxiliary set)."""
+    if count == 0:
+        return torch.empty(0, dtype=torch.int64)
+    rng = numpy_stream(seed, "server_holdout")
+    picks = []
+    for c in range(num_classes):
+        want = count // num_classes + (1 if c < count % num_classes else 0)
+        idx = torch.nonzero(labels == c).flatten().numpy()
+        if want > len(idx):
+            raise ConfigError(f"data.server_holdout={count} asks for {want} samples of class {c}, which has {len(idx)}")
+        picks.append(torch.from_numpy(rng.choice(idx, size=want, replace=False)))
+    return torch.cat(picks).sort().values
+
+
+@dataclass
+class Setup:
+    cfg: ExperimentConfig
+    dataset: Dataset
+    client_indices: list[Tensor]
+    server_indices: Tensor
+    model_fn: Callable[[], nn.Module]
+    layout: ParamLayout
+    initial_params: Tensor
+    trainer: ParallelTrainer
+    evaluator: Evaluator
+    defense: Defense
+    benign_settings: TrainSettings
+    attack_settings: TrainSettings
+    attackers: list[int] = field(default_factory=list)
+    poisoners: dict[int, BatchPoisoner] = field(default_factory=dict)
+    trigger: Optional[Trigger] = None
+
+    def client_data(self, cid: int) -> tuple[Tensor, Tensor]:
+        idx = self.client_indices[cid]
+        return self.dataset.train_x[idx], self.dataset.train_y[idx]
+
+    def server_data(self) -> tuple[Tensor, Tensor]:
+        return self.dataset.train_x[self.server_indices], self.dataset.train_y[self.server_indices]
+
+
+def build_setup(cfg: ExperimentConfig) -> Setup:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds = load_dataset(cfg.data.dataset, cfg.data.root)
+    n_train = len(ds.train_y) if cfg.data.train_subset is None else min(cfg.data.train_subset, len(ds.train_y))
+    labels = ds.train_y[:n_train]
+    server_idx = stratified_holdout(labels, cfg.data.server_holdout, ds.num_classes, cfg.seed)
+    keep = torch.ones(n_train, dtype=torch.bool)
+    keep[server_idx] = False
+    client_pool = torch.nonzero(keep).flatten()
+    parts = partition(
+        labels,
+        cfg.num_clients,
+        cfg.data.partition,
+        derive_seed(cfg.seed, "partition"),
+        alpha=cfg.data.alpha,
+        fraction=cfg.data.fraction,
+        q=cfg.data.q,
+        indices=client_pool,
+    )
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise ConfigError(f"the partition left clients {empty[:10]} without samples; use fewer clients or a larger alpha")
+
+    norm: dict[str, list[float]] = {}
+    if cfg.data.normalize == "standard":
+        # float64 and rounded to 6 decimals: identical whatever the thread count (a float32 reduction is not)
+        x64 = ds.train_x.to(torch.float64)
+        norm = {
+            "input_mean": [round(v, 6) for v in x64.mean(dim=(0, 2, 3)).tolist()],
+            "input_std": [round(v, 6) for v in x64.std(dim=(0, 2, 3)).tolist()],
+        }
+    model_fn = partial(build_model, cfg.model, ds.in_channels, ds.num_classes, ds.image_size, **norm)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    init_model = model_fn()
+    layout = ParamLayout.from_module(init_model)
+    initial = flatten_params(init_model, layout)
+
+    trigger = global_trigger(cfg) if cfg.attack.name != "none" else None
+    if trigger is not None and cfg.attack.target_label >= ds.num_classes:
+        raise ConfigError(f"attack.target_label={cfg.attack.target_label} but the dataset has {ds.num_classes} classes")
+    test_x, test_y = ds.test_x, ds.test_y
+    if cfg.eval.test_subset is not None and cfg.eval.test_subset < len(test_y):
+        sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
+        test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
+    evaluator = Evaluator(
+        model_fn, test_x, test_y, trigger, cfg.attack.target_label, cfg.eval.batch_size, cfg.device
+    )
+    server_data = (ds.train_x[server_idx], ds.train_y[server_idx]) if len(server_idx) else None
+    context = DefenseContext(
+        layout=layout, model_fn=model_fn, server_data=server_data, num_classes=ds.num_classes, device=cfg.device
+    )
+    defense = build_defense(cfg.defense.name, cfg.defense.params, context)
+
+    attackers: list[int] = []
+    poisoners: dict[int, BatchPoisoner] = {}
+    if cfg.attack.name != "none" and cfg.attack.num_attackers > 0:
+        attackers = cfg.attack.ids()
+        for rank, cid in enumerate(attackers):
+            local = trigger.part(rank) if cfg.attack.name == "dba" else trigger
+            poisoners[cid] = BatchPoisoner(local, cfg.attack.target_label, cfg.attack.poison_per_batch)
+    benign = train_settings(cfg.train)
+    attack = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
+    return Setup(
+        cfg=cfg,
+        dataset=ds,
+        client_indices=parts,
+        server_indices=server_idx,
+        model_fn=model_fn,
+        layout=layout,
+        initial_params=initial,
+        trainer=ParallelTrainer(model_fn, cfg.workers, cfg.device),
+        evaluator=evaluator,
+        defense=defense,
+        benign_settings=benign,
+        attack_settings=attack,
+        attackers=attackers,
+        poisoners=poisoners,
+        trigger=trigger,
+    )

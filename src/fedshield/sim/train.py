@@ -1,0 +1,172 @@
+"""Local training of one client, on in-memory tensors.
+
+One working model is reused for every client (its parameters are overwritten from the global vector),
+batches are index slices of the client's tensors, and nothing in the step loop synchronises with Python
+(no ``.item()``). ``channels_last`` is used for 4-D inputs where it is faster on this CPU (performance.md).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import ParamLayout, flatten_params, load_flat_params
+
+__all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch"]
+
+Poisoner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+# (x, y, settings, generator, poisoner or None): the arguments of LocalTrainer.train after the global model
+TrainJob = tuple[Tensor, Tensor, "TrainSettings", torch.Generator, Optional[Poisoner]]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """SGD settings of one client's local training.
+
+    ``milestones`` are fractions of ``epochs`` after which the learning rate is multiplied by ``gamma``
+    (DBA/Fedward attackers: ``(0.2, 0.8)``, γ = 0.1, i.e. MultiStepLR at 0.2E and 0.8E, stepped per epoch).
+    A fractional milestone takes effect from epoch ⌈m·E⌉ (DBA's own code silently never decays there).
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 1
+    batch_size: int = 64
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, ok, allowed in (
+            ("lr", self.lr > 0, "must be > 0"),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("gamma", self.gamma > 0, "must be > 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; {allowed}")
+        if any(not 0 <= m <= 1 for m in self.milestones):
+            raise ValueError(f"milestones={self.milestones!r} is invalid; fractions of the epochs in [0, 1]")
+
+
+def lr_at_epoch(settings: TrainSettings, epoch: int) -> float:
+    """Learning rate used in 0-based ``epoch``: lr · γ^(#milestones with ⌈m·E⌉ <= epoch)."""
+    passed = sum(1 for m in settings.milestones if math.ceil(m * settings.epochs - 1e-9) <= epoch)
+    return settings.lr * settings.gamma**passed
+
+
+class LocalTrainer:
+    """Trains clients one after another on a single reusable model; returns each client's update Δ = W − G."""
+
+    def __init__(
+        self,
+        model_fn: Callable[[], nn.Module],
+        device: str | torch.device = "cpu",
+        channels_last: bool = True,
+    ):
+        self.device = torch.device(device)
+        self.model = model_fn().to(self.device)
+        self.layout = ParamLayout.from_module(self.model)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _prep(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train(
+        self,
+        global_params: Tensor,
+        x: Tensor,
+        y: Tensor,
+        settings: TrainSettings,
+        generator: torch.Generator,
+        poisoner: Optional[Poisoner] = None,
+    ) -> Tensor:
+        """Train from ``global_params`` on (x, y) and return the flat update (d,).
+
+        Each epoch draws ``torch.randperm(len(x), generator=generator)`` and walks it in batches (the last one
+        may be short), exactly the order a ``DataLoader(shuffle=True, generator=...)`` produces.
+        ``poisoner(xb, yb)`` may rewrite each batch (data-poisoning attacks).
+        """
+        if len(x) == 0:
+            raise ValueError("a client with no training samples cannot train")
+        model = self.model
+        load_flat_params(model, global_params.to(self.device), self.layout)
+        model.train()
+        opt = torch.optim.SGD(
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+        n = len(x)
+        bs = settings.batch_size
+        for epoch in range(settings.epochs):
+            lr = lr_at_epoch(settings, epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            perm = torch.randperm(n, generator=generator)
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs]
+                xb, yb = x[idx], y[idx]
+                if poisoner is not None:
+                    xb, yb = poisoner(xb, yb)
+                xb = self._prep(xb)
+                yb = yb.to(self.device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+        return flatten_params(model, self.layout).to(global_params.device) - global_params
+
+
+class ParallelTrainer:
+    """Trains several clients at once in ``workers`` Python threads, one model and one intra-op thread each.
+
+    On this CPU two single-threaded clients side by side beat one client on two threads (performance.md);
+    torch releases the GIL inside its kernels, so threads suffice. Each client's result depends only on
+    its own generator and the global model, so it is the same whichever worker trains it; with the default
+    ``workers`` fixed in the config (not the machine's core count) results do not depend on the machine.
+    ``workers=1`` trains sequentially with torch's own threading.
+    """
+
+    def __init__(self, model_fn: Callable[[], nn.Module], workers: int = 1, device: str | torch.device = "cpu"):
+        if workers < 1:
+            raise ValueError(f"workers={workers} is invalid; must be >= 1")
+        self.workers = workers
+        self._model_fn = model_fn
+        self._device = device
+        self._local = threading.local()
+        self.main = LocalTrainer(model_fn, device)
+        # OpenMP's thread count is per calling thread: each worker sets its own to 1 (the main thread keeps its).
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="client", initializer=torch.set_num_threads, initargs=(1,))
+            if workers > 1
+            else None
+        )
+
+    def _trainer(self) -> LocalTrainer:
+        t = getattr(self._local, "trainer", None)
+        if t is None:
+            t = self._local.trainer = LocalTrainer(self._model_fn, self._device)
+        return t
+
+    def train_many(self, global_params: Tensor, jobs: Sequence[TrainJob]) -> list[Tensor]:
+        """Updates of ``jobs`` in order."""
+        if self._pool is None:
+            return [self.main.train(global_params, *job) for job in jobs]
+        return list(self._pool.map(lambda job: self._trainer().train(global_params, *job), jobs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()

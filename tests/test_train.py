@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedshield.models import build_model, flatten_params, load_flat_params
+from fedshield.sim.train import LocalTrainer, ParallelTrainer, TrainSettings, lr_at_epoch
+
+
+def test_multistep_schedule_of_dba_attackers():
+    s = TrainSettings(lr=0.05, epochs=5, milestones=(0.2, 0.8), gamma=0.1)
+    assert [lr_at_epoch(s, e) for e in range(5)] == pytest.approx([0.05, 0.005, 0.005, 0.005, 0.0005])
+    s6 = TrainSettings(lr=1.0, epochs=6, milestones=(0.2, 0.8), gamma=0.5)  # 1.2 -> epoch 2, 4.8 -> epoch 5
+    assert [lr_at_epoch(s6, e) for e in range(6)] == pytest.approx([1, 1, 0.5, 0.5, 0.5, 0.25])
+
+
+def test_invalid_settings_name_the_field():
+    with pytest.raises(ValueError, match="momentum=1.5"):
+        TrainSettings(momentum=1.5)
+    with pytest.raises(ValueError, match="milestones"):
+        TrainSettings(milestones=(1.5,))
+
+
+def _data(n=70, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _plain_loop(global_params, x, y, s, seed):
+    """SGD written out the textbook way, with the documented data order."""
+    model = build_model("small_cnn")
+    load_flat_params(model, global_params)
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(s.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), s.batch_size):
+            idx = perm[i : i + s.batch_size]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return flatten_params(model) - global_params
+
+
+def test_local_trainer_equals_plain_loop():
+    torch.manual_seed(1)
+    g0 = flatten_params(build_model("small_cnn"))
+    x, y = _data()
+    s = TrainSettings(lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=2, batch_size=16)
+    exact = LocalTrainer(lambda: build_model("small_cnn"), channels_last=False)
+    upd = exact.train(g0, x, y, s, torch.Generator().manual_seed(7))
+    ref = _plain_loop(g0, x, y, s, 7)
+    assert torch.equal(upd, ref)
+    fast = LocalTrainer(lambda: build_model("small_cnn"), channels_last=True)
+    upd_cl = fast.train(g0, x, y, s, torch.Generator().manual_seed(7))
+    assert torch.allclose(upd_cl, ref, rtol=1e-3, atol=1e-5)
+    assert upd.abs().sum() > 0
+
+
+def test_poisoner_is_applied_to_each_batch():
+    torch.manual_seed(1)
+    g0 = flatten_params(build_model("small_cnn"))
+    x, y = _data(32)
+    seen = []
+
+    def spy(xb, yb):
+        seen.append(len(xb))
+        return xb, torch.zeros_like(yb)
+
+    s = TrainSettings(lr=0.1, momentum=0.0, epochs=2, batch_size=10)
+    LocalTrainer(lambda: build_model("small_cnn")).train(g0, x, y, s, torch.Generator().manual_seed(0), spy)
+    assert seen == [10, 10, 10, 2] * 2
+
+
+def test_parallel_trainer_matches_sequential_and_keeps_order():
+    torch.manual_seed(2)
+    g0 = flatten_params(build_model("small_cnn"))
+    s = TrainSettings(lr=0.05, epochs=1, batch_size=16)
+    jobs = lambda: [(*_data(40, seed=i), s, torch.Generator().manual_seed(i), None) for i in range(5)]  # noqa: E731
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting, so results are bit-identical
+    try:
+        seq = ParallelTrainer(lambda: build_model("small_cnn"), workers=1).train_many(g0, jobs())
+    finally:
+        torch.set_num_threads(saved)
+    par_trainer = ParallelTrainer(lambda: build_model("small_cnn"), workers=3)
+    par = par_trainer.train_many(g0, jobs())
+    par_trainer.close()
+    assert torch.get_num_threads() == saved
+    for a, b in zip(seq, par):
+        assert torch.equal(a, b)
+    assert not torch.equal(seq[0], seq[1])
