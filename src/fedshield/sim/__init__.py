@@ -1,7 +1,7 @@
 """The in-process simulator: local training, the round loop, evaluation, checkpoints."""
 
 from .evaluate import Evaluator, accuracy
-from .loop import run_experiment, run_round, select_clients, summarize
+from .loop import run_experiment, run_round, select_clients, summarize, train_clients
 from .setup import Setup, build_setup
 from .train import LocalTrainer, TrainSettings
 
@@ -16,4 +16,5 @@ __all__ = [
     "run_round",
     "select_clients",
     "summarize",
+    "train_clients",
 ]

@@ -23,7 +23,7 @@ from .output import atomic_torch_save, atomic_write_text, write_json, write_metr
 from .seeding import numpy_stream, torch_stream
 from .setup import Setup, build_setup
 
-__all__ = ["select_clients", "run_round", "run_experiment", "summarize"]
+__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]
 
 
 def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> list[int]:
@@ -43,11 +43,15 @@ def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> 
     return sorted(int(c) for c in rng.choice(cfg.num_clients, size=m, replace=False))
 
 
-def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
-    """One federated round; returns the new global parameters and the round's metrics row (no evaluation)."""
+def train_clients(
+    setup: Setup, global_params: Tensor, selected: list[int], round_: int
+) -> tuple[list[Tensor], list[bool], list[int]]:
+    """Local training of ``selected`` in round ``round_``: (updates, which were malicious, sample counts).
+
+    The one place that decides how a client trains (benign, or the configured attack); the Flower client
+    calls it too, so both engines train identically.
+    """
     cfg = setup.cfg
-    t0 = time.perf_counter()
-    selected = select_clients(cfg, setup.attackers, round_)
     attacking = round_ >= cfg.attack.start_round
     jobs, malicious, sizes = [], [], []
     for cid in selected:
@@ -60,7 +64,15 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
             jobs.append((x, y, setup.benign_settings, gen, None))
         malicious.append(is_bad)
         sizes.append(len(y))
-    updates = setup.trainer.train_many(global_params, jobs)
+    return setup.trainer.train_many(global_params, jobs), malicious, sizes
+
+
+def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
+    """One federated round; returns the new global parameters and the round's metrics row (no evaluation)."""
+    cfg = setup.cfg
+    t0 = time.perf_counter()
+    selected = select_clients(cfg, setup.attackers, round_)
+    updates, malicious, sizes = train_clients(setup, global_params, selected, round_)
     t1 = time.perf_counter()
     inp = RoundInput(
         global_params=global_params,
