@@ -1,1 +1,59 @@
-"""Tables and plots from finished runs."""
+"""Tables and plots from finished runs and sweeps (``fedshield report SWEEP_DIR``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from ..sim.output import atomic_write_text, read_metrics_csv
+from .plots import plot_run, plot_sweep_curves
+from .table import build_table, differences, ranking_check, render_csv, render_markdown
+
+__all__ = ["write_report", "plot_run", "build_table"]
+
+
+def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, threshold: float = 10.0) -> dict[str, Path]:
+    """Write ``report.md``, ``table.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into the sweep folder."""
+    from ..sweep import collect_results, format_breakdown, time_breakdown
+
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / "sweep.json").exists():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json); run `fedshield sweep` first")
+    index = json.loads((sweep_dir / "sweep.json").read_text())
+    t = build_table(sweep_dir, reference)
+    md = [f"# {index['name']}" + (f" (profile: {index['profile']})" if index.get("profile") else ""), "", render_markdown(t)]
+    if t["has_reference"]:
+        diffs = differences(t, threshold)
+        md += [f"## Cells that differ from the paper by more than {threshold:g} points ({len(diffs)})", ""]
+        md += [f"- {' / '.join(row + col)} {metric}: ours {mine:.2f}, paper {paper:.2f} ({mine - paper:+.1f})"
+               for row, col, metric, mine, paper in diffs] or ["none"]
+        md.append("")
+    rc = ranking_check(t)
+    if rc:
+        cmp = t["compare"]
+        md += ["## Ranking", "",
+               f"Settings where {' and '.join(cmp['better'])} both have lower {cmp.get('metric', 'aasr').upper()} than "
+               f"{', '.join(cmp['than'])}: ours {rc['ours']} of {rc['settings']}"
+               + (f", paper {rc['paper']} of {rc['settings']}" if t["has_reference"] else "") + "."]
+        if rc["disagree"]:
+            md.append("Settings where ours and the paper disagree on this: "
+                      + "; ".join(" / ".join(s) for s in rc["disagree"]) + ".")
+        md.append("")
+    results = collect_results(sweep_dir)
+    md += ["## Time", "", format_breakdown(time_breakdown(sweep_dir, results)), ""]
+    line_key = (t["compare"] or {}).get("by", "defense")
+    runs = []
+    for r in index["runs"]:
+        p = sweep_dir / "runs" / r["id"] / "metrics.csv"
+        if p.exists():
+            runs.append({"labels": r["labels"], "rows": read_metrics_csv(p)})
+    paths = {"report": sweep_dir / "report.md", "table": sweep_dir / "table.csv"}
+    if runs and line_key in runs[0]["labels"]:
+        for metric in ("ba", "ma"):
+            paths[metric] = sweep_dir / f"{metric}_per_round.png"
+            plot_sweep_curves(runs, line_key, metric, paths[metric], f"{metric.upper()} per round")
+        md += ["## Curves", "", "![BA per round](ba_per_round.png)", "", "![MA per round](ma_per_round.png)", ""]
+    atomic_write_text(paths["report"], "\n".join(md))
+    atomic_write_text(paths["table"], render_csv(t))
+    return paths

@@ -1,0 +1,165 @@
+"""Flower run config / node config → fedshield experiment (no Flower import here).
+
+The ServerApp and every ClientApp turn the same run config into the same :class:`ExperimentConfig`, so that
+``build_setup`` gives them the same dataset, partition, initial model and attackers as the in-process
+simulator.
+
+Run-config keys (``[tool.flwr.app.config]`` of the app, overridable with ``flwr run -c``):
+
+``fedshield-config``  a fedshield YAML path (absolute, relative to the app folder, or to the working directory),
+                      or a built-in name (``demo``, ``synthetic3``)
+``fedshield-set``     ``;``-separated ``key=value`` overrides, as ``fedshield run --set`` (values are YAML)
+``defense``           defense name overriding ``defense.name`` (``""``: keep the config's)
+``defense-params``    JSON object overriding ``defense.params`` (``""``: keep; a new ``defense`` resets them)
+``dataset``           overrides ``data.dataset`` (``""``: keep); ``data-root`` overrides ``data.root``
+``seed``              overrides ``seed`` (``-1``: keep)
+``attack-scale``      stand-in model replacement: attacker updates are multiplied by it (node config wins)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict
+
+__all__ = [
+    "PRESETS",
+    "experiment_from_run_config",
+    "client_id_from_node_config",
+    "attack_scale",
+    "config_path_candidates",
+]
+
+# Built-in configs addressable by name (``fedshield-config = "synthetic3"``): no file to ship.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 3 clients on the synthetic dataset, small_cnn, client 2 runs a pixel backdoor; FLAME. Seconds per round.
+    "synthetic3": {
+        "name": "flower_synthetic3",
+        "seed": 0,
+        "model": "small_cnn",
+        "num_clients": 3,
+        "clients_per_round": 3,
+        "rounds": 3,
+        "workers": 1,
+        "threads": 1,
+        "data": {"dataset": "synthetic", "partition": "iid"},
+        "train": {"lr": 0.05, "epochs": 1, "batch_size": 32},
+        "attack": {
+            "name": "pixel",
+            "num_attackers": 1,
+            "attacker_ids": [2],
+            "poison_per_batch": 10,
+            "trigger": {"pattern": "square"},
+        },
+        "defense": {"name": "flame"},
+        "eval": {"every": 1},
+    },
+}
+
+
+def config_path_candidates(name: str, base_dir: str | Path | None) -> list[Path]:
+    """Where ``fedshield-config = name`` is looked for, in order."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return [p]
+    out = []
+    if base_dir is not None:
+        out.append(Path(base_dir) / p)
+    out.append(Path.cwd() / p)
+    return out
+
+
+def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
+    import yaml
+
+    if not name:
+        raise ConfigError("run config 'fedshield-config' is empty; give a YAML path or one of " + str(_names()))
+    key = name.removeprefix("preset:")
+    if key in PRESETS:
+        return json.loads(json.dumps(PRESETS[key]))  # deep copy
+    if key == "demo":
+        from importlib.resources import files
+
+        return yaml.safe_load(files("fedshield").joinpath("demo.yaml").read_text()) or {}
+    tried = config_path_candidates(name, base_dir)
+    for path in tried:
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level of a config must be a mapping")
+            return data
+    raise ConfigError(
+        f"fedshield-config {name!r}: no such file (tried {[str(p) for p in tried]}) and not a built-in name {_names()}"
+    )
+
+
+def _names() -> list[str]:
+    return sorted([*PRESETS, "demo"])
+
+
+def _str(rc: Mapping[str, Any], key: str) -> str:
+    v = rc.get(key, "")
+    return "" if v is None else str(v).strip()
+
+
+def experiment_from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None = None) -> ExperimentConfig:
+    """The fedshield experiment a Flower run config describes (same result on the server and every client)."""
+    data = _base_dict(_str(run_config, "fedshield-config") or "synthetic3", base_dir)
+    sets = [s.strip() for s in _str(run_config, "fedshield-set").split(";") if s.strip()]
+    data = apply_overrides(data, sets)
+    defense = _str(run_config, "defense")
+    if defense:
+        section = data.setdefault("defense", {})
+        if section.get("name") != defense:
+            section["params"] = {}
+        section["name"] = defense
+    params = _str(run_config, "defense-params")
+    if params:
+        try:
+            parsed = json.loads(params)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"run config defense-params is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ConfigError("run config defense-params must be a JSON object")
+        data.setdefault("defense", {})["params"] = parsed
+    dataset = _str(run_config, "dataset")
+    if dataset:
+        data.setdefault("data", {})["dataset"] = dataset
+    root = _str(run_config, "data-root")
+    if root:
+        data.setdefault("data", {})["root"] = root
+    seed = run_config.get("seed", -1)
+    if seed not in ("", None) and int(seed) >= 0:
+        data["seed"] = int(seed)
+    return config_from_dict(data)
+
+
+def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> int:
+    """fedshield client id of a SuperNode: its ``partition-id`` (``num-partitions`` must equal ``num_clients``,
+    so that partition p holds exactly the samples of the simulator's client p)."""
+    if "partition-id" not in node_config:
+        raise ConfigError("node config has no 'partition-id'; start the SuperNode with --node-config 'partition-id=…'")
+    pid = int(node_config["partition-id"])
+    nparts = int(node_config.get("num-partitions", cfg.num_clients))
+    if nparts != cfg.num_clients:
+        raise ConfigError(
+            f"node config num-partitions={nparts} but the fedshield config has num_clients={cfg.num_clients}; "
+            "they must match so that partition p is the simulator's client p"
+        )
+    if not 0 <= pid < cfg.num_clients:
+        raise ConfigError(f"node config partition-id={pid} outside 0..{cfg.num_clients - 1}")
+    return pid
+
+
+def attack_scale(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> float:
+    """Model-replacement factor for this node's malicious updates (node config first, then run config; 1.0)."""
+    for source, cfg in (("node config", node_config), ("run config", run_config)):
+        if "attack-scale" in cfg and cfg["attack-scale"] not in ("", None):
+            value = float(cfg["attack-scale"])
+            if not math.isfinite(value):
+                raise ConfigError(f"{source} attack-scale={value} must be finite")
+            return value
+    return 1.0

@@ -1,0 +1,319 @@
+"""Sweeps: a grid over config keys, run in parallel processes, resumable, each result written atomically.
+
+A grid file (YAML)::
+
+    name: my_sweep
+    base: configs/some_config.yaml        # a path (relative to the grid file) or an inline mapping
+    grid:                                 # every combination is one run; keys are dotted config keys
+      defense.name: [flame, fedward]
+      data: [{partition: iid, _label: IID}, {partition: deg_niid, fraction: 0.5, _label: NIR 50}]
+    labels:                               # optional display labels of scalar values
+      defense.name: {flame: FLAME, fedward: Fedward}
+    profiles:                             # optional named override sets: --profile fast
+      fast: {rounds: 20, eval.every: 5}
+    table: {rows: [defense.name], columns: [data], metrics: [aasr, final_ma]}   # for `fedshield report`
+    reference: paper_table.csv            # optional, for `fedshield report`
+
+A mapping value is merged into that config section (several keys that vary together); its ``_label`` names
+it. The sweep folder holds ``sweep.json`` (the expanded runs), ``runs/<id>/`` (one run folder each, see
+:mod:`fedshield.sim.loop`) and ``summary.csv``. A run whose ``summary.json`` exists is never run again; an
+interrupted run continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import re
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from .config import ConfigError, apply_overrides, config_from_dict
+from .sim.output import atomic_write_text, write_json
+
+__all__ = ["SweepSpec", "SweepRun", "load_sweep", "expand", "run_sweep", "sweep_status", "collect_results"]
+
+LABEL_KEY = "_label"
+
+
+@dataclass
+class SweepRun:
+    """One point of the grid."""
+
+    run_id: str
+    overrides: dict[str, Any]  # dotted key -> value (mappings merged into sections)
+    labels: dict[str, str]  # dotted key -> display label
+    config: dict[str, Any]  # the full config dict of this run
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    table: dict[str, Any] = field(default_factory=dict)
+    reference: Optional[Path] = None
+    path: Optional[Path] = None
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a grid file (every run's config is validated before anything runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"grid file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"name", "base", "grid", "labels", "profiles", "table", "reference"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, base, grid, labels, profiles, table, reference")
+    base = data.get("base", {})
+    if isinstance(base, str):
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.exists():
+            base_path = Path(base)
+        if not base_path.exists():
+            raise ConfigError(f"{path}: base config not found: {base}")
+        base = yaml.safe_load(base_path.read_text()) or {}
+    grid = data.get("grid") or {}
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{path}: 'grid' must map dotted config keys to non-empty lists of values")
+    ref = data.get("reference")
+    spec = SweepSpec(
+        name=str(data.get("name") or path.stem),
+        base=base,
+        grid=grid,
+        labels={k: {str(a): str(b) for a, b in v.items()} for k, v in (data.get("labels") or {}).items()},
+        profiles=data.get("profiles") or {},
+        table=data.get("table") or {},
+        reference=(path.parent / ref) if ref else None,
+        path=path,
+    )
+    for key in spec.labels:
+        if key not in spec.grid:
+            raise ConfigError(f"{path}: labels given for {key!r}, which is not a grid key")
+    return spec
+
+
+def _value_label(spec: SweepSpec, key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        if LABEL_KEY in value:
+            return str(value[LABEL_KEY])
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return spec.labels.get(key, {}).get(str(value), str(value))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")
+
+
+def _set(config: dict[str, Any], key: str, value: Any) -> None:
+    node = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    if isinstance(value, dict):
+        merged = dict(node.get(parts[-1]) or {})
+        merged.update({k: v for k, v in value.items() if k != LABEL_KEY})
+        node[parts[-1]] = merged
+    else:
+        node[parts[-1]] = value
+
+
+def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
+    """Every combination of the grid, with the profile's overrides applied; configs validated."""
+    base = copy.deepcopy(spec.base)
+    if profile is not None:
+        if profile not in spec.profiles:
+            raise ConfigError(f"unknown profile {profile!r}; available: {sorted(spec.profiles)}")
+        base = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in spec.profiles[profile].items()])
+    keys = list(spec.grid)
+    runs = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+        cfg = copy.deepcopy(base)
+        labels = {}
+        for key, value in zip(keys, combo):
+            _set(cfg, key, value)
+            labels[key] = _value_label(spec, key, value)
+        run_id = "__".join(_slug(f"{k.split('.')[-1]}={labels[k]}") for k in keys)
+        if run_id in seen:
+            raise ConfigError(f"two grid points share the id {run_id!r}; give the values distinct labels")
+        seen.add(run_id)
+        cfg["name"] = f"{spec.name}/{run_id}"
+        try:
+            config_from_dict(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"grid point {run_id}: {exc}") from None
+        runs.append(SweepRun(run_id, dict(zip(keys, combo)), labels, cfg))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _run_one(run_dir: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Worker: one run in a fresh process (single-threaded when several run side by side)."""
+    import torch
+
+    from .sim import run_experiment
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = config_from_dict(config)
+    return run_experiment(cfg, run_dir, resume=True, progress=False, log=lambda _m: None)
+
+
+def sweep_status(sweep_dir: Path, runs: list[SweepRun]) -> tuple[list[SweepRun], list[SweepRun]]:
+    """(finished, missing) runs of a sweep folder."""
+    done = [r for r in runs if (sweep_dir / "runs" / r.run_id / "summary.json").exists()]
+    missing = [r for r in runs if not (sweep_dir / "runs" / r.run_id / "summary.json").exists()]
+    return done, missing
+
+
+def _fmt_eta(seconds: float) -> str:
+    if math.isnan(seconds) or seconds < 0:
+        return "?"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m" if seconds >= 3600 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def run_sweep(
+    spec: SweepSpec,
+    sweep_dir: str | Path,
+    jobs: int = 1,
+    profile: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every missing grid point; returns counts and the time breakdown. Raises nothing for a failed run:
+    its error is written to ``runs/<id>/error.txt`` and counted."""
+    sweep_dir = Path(sweep_dir)
+    runs = expand(spec, profile)
+    index = {
+        "name": spec.name,
+        "grid_file": str(spec.path) if spec.path else None,
+        "profile": profile,
+        "grid": spec.grid,
+        "labels": spec.labels,
+        "table": spec.table,
+        "reference": str(spec.reference) if spec.reference else None,
+        "runs": [{"id": r.run_id, "labels": r.labels, "overrides": r.overrides} for r in runs],
+    }
+    old = sweep_dir / "sweep.json"
+    if old.exists():
+        prev = json.loads(old.read_text())
+        if prev.get("profile") != profile or [r["id"] for r in prev["runs"]] != [r.run_id for r in runs]:
+            raise ConfigError(f"{sweep_dir} holds a different sweep (profile or grid changed); use another folder")
+    write_json(sweep_dir / "sweep.json", index)
+    done, missing = sweep_status(sweep_dir, runs)
+    log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, {len(missing)} to run, {jobs} at a time")
+    threads = 1 if jobs > 1 else 0
+    failed: list[str] = []
+    durations: list[float] = []
+    t_start = time.perf_counter()
+    if missing:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+            pending: dict[Future, tuple[SweepRun, float]] = {}
+            queue = list(missing)
+
+            def submit() -> None:
+                while queue and len(pending) < jobs:
+                    r = queue.pop(0)
+                    cfg = copy.deepcopy(r.config)
+                    if jobs > 1:
+                        cfg["workers"] = 1  # one thread per process; results are identical (see ParallelTrainer)
+                    run_dir = sweep_dir / "runs" / r.run_id
+                    (run_dir / "error.txt").unlink(missing_ok=True)
+                    pending[pool.submit(_run_one, str(run_dir), cfg, threads)] = (r, time.perf_counter())
+
+            submit()
+            finished = len(done)
+            while pending:
+                complete, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in complete:
+                    r, t0 = pending.pop(fut)
+                    dt = time.perf_counter() - t0
+                    finished += 1
+                    try:
+                        s = fut.result()
+                        durations.append(dt)
+                        what = f"AASR {s['aasr']:.3f}  MA {s['final_ma']:.3f}" if not math.isnan(s["aasr"]) else f"MA {s['final_ma']:.3f}"
+                    except Exception as exc:  # noqa: BLE001 - a failed run must not stop the sweep
+                        failed.append(r.run_id)
+                        atomic_write_text(sweep_dir / "runs" / r.run_id / "error.txt", f"{type(exc).__name__}: {exc}\n")
+                        what = f"FAILED: {type(exc).__name__}: {exc}"
+                    left = len(queue)
+                    eta = (sum(durations) / len(durations)) * (left + len(pending)) / jobs if durations else math.nan
+                    log(f"[{finished}/{len(runs)} done, {len(pending) + min(left, jobs - len(pending))} running, "
+                        f"{left} left, ETA {_fmt_eta(eta)}] {r.run_id} ({dt:.0f} s): {what}")
+                submit()
+    wall = time.perf_counter() - t_start
+    results = collect_results(sweep_dir)
+    write_summary_csv(sweep_dir, results)
+    breakdown = time_breakdown(sweep_dir, results)
+    log(format_breakdown(breakdown))
+    log(f"sweep wall time this sitting: {_fmt_eta(wall)}; failed runs: {len(failed)}")
+    return {"runs": len(runs), "ran": len(missing), "failed": failed, "wall_s": wall, "breakdown": breakdown}
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def collect_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One dict per finished run: its labels and its summary."""
+    sweep_dir = Path(sweep_dir)
+    index = json.loads((sweep_dir / "sweep.json").read_text())
+    out = []
+    for r in index["runs"]:
+        p = sweep_dir / "runs" / r["id"] / "summary.json"
+        if p.exists():
+            s = json.loads(p.read_text())
+            out.append({"id": r["id"], "labels": r["labels"], **{k: (math.nan if v is None else v) for k, v in s.items()}})
+    return out
+
+
+SUMMARY_COLUMNS = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share",
+                   "rounds_done", "seconds", "train_s", "aggregate_s", "eval_s"]
+
+
+def write_summary_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> None:
+    keys = sorted({k for r in results for k in r["labels"]})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", *keys, *SUMMARY_COLUMNS])
+    for r in results:
+        w.writerow([r["id"], *(r["labels"].get(k, "") for k in keys), *(r.get(c, "") for c in SUMMARY_COLUMNS)])
+    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
+
+
+def time_breakdown(sweep_dir: Path, results: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent in training, aggregation and evaluation over all finished runs, and per round."""
+    rounds = sum(int(r.get("rounds_done", 0)) for r in results)
+    tot = {k: float(sum(r.get(k, 0.0) or 0.0 for r in results)) for k in ("train_s", "aggregate_s", "eval_s", "seconds")}
+    return {**tot, "rounds": float(rounds), "runs": float(len(results))}
+
+
+def format_breakdown(b: dict[str, float]) -> str:
+    if not b["rounds"]:
+        return "no finished runs"
+    total = b["seconds"] or 1.0
+    per = lambda k: 1000 * b[k] / b["rounds"]  # noqa: E731
+    other = b["seconds"] - b["train_s"] - b["aggregate_s"] - b["eval_s"]
+    return (
+        f"time per round over {int(b['runs'])} runs / {int(b['rounds'])} rounds: "
+        f"training {per('train_s'):.0f} ms ({100 * b['train_s'] / total:.0f} %), "
+        f"aggregation {per('aggregate_s'):.0f} ms ({100 * b['aggregate_s'] / total:.0f} %), "
+        f"evaluation {per('eval_s'):.0f} ms ({100 * b['eval_s'] / total:.0f} %), "
+        f"other {1000 * other / b['rounds']:.0f} ms ({100 * other / total:.0f} %)"
+    )

@@ -1,0 +1,234 @@
+"""fedshield.flower without processes: records, the strategy's aggregation and reply filtering, the ClientApp's
+training (same as the simulator's), run-config resolution. Skipped when Flower is not installed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+flwr = pytest.importorskip("flwr", reason="Flower is not installed (pip install 'fedshield[flower]')")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict  # noqa: E402
+
+from fedshield.config import ConfigError  # noqa: E402
+from fedshield.defenses import DefenseContext, RoundInput, build_defense  # noqa: E402
+from fedshield.flower import FedShieldStrategy, MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord  # noqa: E402
+from fedshield.flower.client_app import make_client_app  # noqa: E402
+from fedshield.flower.common import setup_for_run_config  # noqa: E402
+from fedshield.flower.runconfig import (  # noqa: E402
+    attack_scale,
+    client_id_from_node_config,
+    experiment_from_run_config,
+)
+from fedshield.sim.loop import train_clients  # noqa: E402
+from fedshield.sim.seeding import torch_stream  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "examples" / "flower"
+RC = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=none"}
+
+
+class FakeGrid:
+    def __init__(self, node_ids):
+        self.node_ids = list(node_ids)
+
+    def get_node_ids(self):
+        return self.node_ids
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """Messages outside a running ServerApp need the identity Flower's runtime would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return setup_for_run_config(RC, APP)
+
+
+def _reply(instr: Message, content: RecordDict | None = None, error: Error | None = None) -> Message:
+    return Message(error, reply_to=instr) if error is not None else Message(content, reply_to=instr)
+
+
+def _instructions(strategy, setup, nodes, round_=1):
+    grid = FakeGrid(nodes)
+    msgs = list(strategy.configure_train(round_, flat_to_arrayrecord(setup[1].initial_params, setup[1].layout), ConfigRecord(), grid))
+    # the SuperLink would stamp src ids; replies take their src from the instruction's dst
+    return {m.metadata.dst_node_id: m for m in msgs}
+
+
+def _content(flat, layout, n=100, cid=None):
+    m = {"num-examples": n}
+    if cid is not None:
+        m["client-id"] = cid
+    return RecordDict({"arrays": flat_to_arrayrecord(flat, layout), "metrics": MetricRecord(m)})
+
+
+def _strategy(setup, tmp_path, name="fedavg", **kw):
+    cfg, s = setup
+    defense = build_defense(name, {}, DefenseContext(layout=s.layout, model_fn=s.model_fn))
+    return FedShieldStrategy(defense, s.layout, seed=cfg.seed, num_clients=cfg.num_clients,
+                             log_path=tmp_path / "rounds.jsonl", min_available_nodes=1, min_train_nodes=1, **kw)
+
+
+def test_arrayrecord_roundtrip_and_validation(setup):
+    _, s = setup
+    flat = torch.randn(s.layout.dim)
+    rec = flat_to_arrayrecord(flat, s.layout)
+    assert list(rec.keys()) == s.layout.names
+    assert torch.equal(arrayrecord_to_flat(rec, s.layout), flat)
+    bad = flat.clone()
+    bad[3] = float("nan")
+    with pytest.raises(MalformedReply, match="non-finite"):
+        arrayrecord_to_flat(flat_to_arrayrecord(bad, s.layout), s.layout)
+    first = s.layout.entries[0]
+    wrong = ArrayRecord({**{k: rec[k] for k in rec.keys()}, first.name: Array(np.zeros((2, 2), np.float32))})
+    with pytest.raises(MalformedReply, match="shape"):
+        arrayrecord_to_flat(wrong, s.layout)
+    missing = ArrayRecord({k: rec[k] for k in list(rec.keys())[1:]})
+    with pytest.raises(MalformedReply, match="missing"):
+        arrayrecord_to_flat(missing, s.layout)
+
+
+def test_strategy_matches_defense_and_drops_bad_replies(setup, tmp_path):
+    cfg, s = setup
+    strategy = _strategy(setup, tmp_path, "flame")
+    nodes = [11, 12, 13, 14, 15, 16, 17, 18]
+    instr = _instructions(strategy, setup, nodes)
+    g = s.initial_params
+    gen = torch.Generator().manual_seed(0)
+    good = [g + 0.01 * torch.randn(s.layout.dim, generator=gen) for _ in range(3)]
+    nan = g.clone()
+    nan[0] = float("inf")
+    replies = [
+        _reply(instr[11], _content(good[0], s.layout, 100, cid=0)),
+        _reply(instr[12], _content(good[1], s.layout, 100, cid=1)),
+        _reply(instr[13], _content(good[2], s.layout, 100, cid=2)),
+        _reply(instr[14], error=Error(code=2, reason="ClientApp crashed")),
+        _reply(instr[15], _content(nan, s.layout, 100)),  # non-finite
+        _reply(instr[16], RecordDict({"metrics": MetricRecord({"num-examples": 5})})),  # no arrays
+        _reply(instr[17], RecordDict({"arrays": flat_to_arrayrecord(g, s.layout)})),  # no num-examples
+        _reply(instr[18], _content(good[0], s.layout, 100, cid=0)),  # duplicate client id
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["num-replies"] == 8 and metrics["num-dropped"] == 5
+    assert sorted(metrics["dropped-node-ids"]) == [14, 15, 16, 17, 18]
+    reasons = {d["node_id"]: d["reason"] for d in strategy.history[-1]["dropped"]}
+    assert "ClientApp crashed" in reasons[14] and "non-finite" in reasons[15]
+    assert "ArrayRecord" in reasons[16] and "num-examples" in reasons[17] and "already replied" in reasons[18]
+    # the defense saw exactly the three good updates, with the simulator's generator
+    expected = strategy.defense.aggregate(RoundInput(
+        g, torch.stack(good) - g, s.layout, 1, [0, 1, 2], torch.full((3,), 100.0), torch_stream(cfg.seed, "defense", 1)))
+    assert torch.allclose(arrayrecord_to_flat(arrays, s.layout), expected.global_params, atol=1e-6)
+    assert metrics["num-accepted"] + metrics["num-rejected"] == 3
+    assert "info.clip_bound" in metrics
+    lines = [json.loads(x) for x in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert lines[-1]["event"] == "round" and lines[-1]["round"] == 1
+    assert sorted(lines[-1]["accepted_client_ids"] + lines[-1]["rejected_client_ids"]) == [0, 1, 2]
+
+
+def test_all_replies_bad_keeps_global(setup, tmp_path):
+    _, s = setup
+    strategy = _strategy(setup, tmp_path)
+    instr = _instructions(strategy, setup, [1, 2])
+    arrays, metrics = strategy.aggregate_train(1, [_reply(instr[1], error=Error(code=0, reason="timeout")),
+                                                   _reply(instr[2], error=Error(code=0, reason="timeout"))])
+    assert arrays is None and metrics["num-dropped"] == 2 and metrics["num-accepted"] == 0
+
+
+def test_fedavg_defense_is_weighted_mean(setup, tmp_path):
+    _, s = setup
+    strategy = _strategy(setup, tmp_path, "fedavg")
+    instr = _instructions(strategy, setup, [1, 2])
+    g = s.initial_params
+    a, b = g + 1.0, g - 0.5
+    arrays, _ = strategy.aggregate_train(1, [_reply(instr[1], _content(a, s.layout, 100, 0)),
+                                             _reply(instr[2], _content(b, s.layout, 300, 1))])
+    assert torch.allclose(arrayrecord_to_flat(arrays, s.layout), g + (100 * 1.0 + 300 * -0.5) / 400, atol=1e-5)
+
+
+def _train_message(setup, round_):
+    _, s = setup
+    content = RecordDict({"arrays": flat_to_arrayrecord(s.initial_params, s.layout),
+                          "config": ConfigRecord({"server-round": round_})})
+    return Message(content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def test_client_app_trains_like_the_simulator(setup, tmp_path):
+    """Node p trains exactly as the simulator's client p (same partition, same random stream)."""
+    cfg, s = setup
+    client = make_client_app(APP)
+    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 1, "num-partitions": 3}, state=RecordDict(), run_config=RC)
+    reply = client(_train_message(setup, 2), ctx)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    local = arrayrecord_to_flat(reply.content["arrays"], s.layout)
+    updates, _, sizes = train_clients(s, s.initial_params, [1], 2)
+    assert torch.allclose(local - s.initial_params, updates[0], atol=1e-6)
+    m = reply.content["metrics"]
+    assert m["client-id"] == 1 and m["num-examples"] == sizes[0] == len(s.client_indices[1])
+
+
+def test_client_app_error_becomes_error_reply(setup):
+    client = make_client_app(APP)
+    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 5}, state=RecordDict(), run_config=RC)
+    with pytest.raises(Exception, match="num-partitions=5"):
+        client(_train_message(setup, 1), ctx)  # Flower's runtime turns this into an error reply
+
+
+def test_run_config_resolution(tmp_path):
+    cfg = experiment_from_run_config({"fedshield-config": "configs/synthetic3_flame.yaml", "defense": "fedavg",
+                                      "seed": 7, "fedshield-set": "train.epochs=2; attack.poison_per_batch=5"}, APP)
+    assert (cfg.defense.name, cfg.seed, cfg.train.epochs, cfg.attack.poison_per_batch) == ("fedavg", 7, 2, 5)
+    assert experiment_from_run_config({"fedshield-config": "synthetic3"}).num_clients == 3
+    assert experiment_from_run_config({"fedshield-config": "demo", "seed": -1}).name == "demo"
+    with pytest.raises(ConfigError, match="no such file"):
+        experiment_from_run_config({"fedshield-config": "nope.yaml"}, tmp_path)
+    with pytest.raises(ConfigError, match="partition-id"):
+        client_id_from_node_config({}, cfg)
+    assert client_id_from_node_config({"partition-id": 2, "num-partitions": 3}, cfg) == 2
+    assert attack_scale({"attack-scale": 20}, {"attack-scale": 5.0}) == 20.0
+    assert attack_scale({}, {"attack-scale": 5.0}) == 5.0 and attack_scale({}, {}) == 1.0
+
+
+def test_fedshield_imports_without_flower():
+    """The simulator and CLI never need Flower: import them with flwr made unimportable."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'flwr' or name.startswith('flwr.'): raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import fedshield, fedshield.sim, fedshield.cli, fedshield.defenses\n"
+        "assert 'flwr' not in sys.modules\n"
+        "try:\n"
+        "    import fedshield.flower\n"
+        "except ImportError as e:\n"
+        "    assert 'fedshield[flower]' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('fedshield.flower imported without flwr')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_attack_scale_stand_in_scales_only_attackers(setup):
+    """``attack-scale`` (node config) multiplies a malicious client's update; benign nodes ignore it."""
+    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=pixel"}
+    cfg, s = setup_for_run_config(rc, APP)
+    client = make_client_app(APP)
+    for pid, scale, expect in ((2, 10.0, 10.0), (0, 10.0, 1.0)):
+        ctx = Context(run_id=1, node_id=7, node_config={"partition-id": pid, "num-partitions": 3, "attack-scale": scale},
+                      state=RecordDict(), run_config=rc)
+        reply = client(_train_message((cfg, s), 1), ctx)
+        updates, malicious, _ = train_clients(s, s.initial_params, [pid], 1)
+        assert malicious[0] == (pid == 2)
+        got = arrayrecord_to_flat(reply.content["arrays"], s.layout) - s.initial_params
+        assert torch.allclose(got, expect * updates[0], atol=1e-5)
+        assert reply.content["metrics"]["malicious"] == int(pid == 2)

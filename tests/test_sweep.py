@@ -1,0 +1,124 @@
+"""Sweeps: grid expansion, a sweep killed midway resumes with only the missing runs, the report's layout."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedshield.config import ConfigError
+from fedshield.report import write_report
+from fedshield.report.table import build_table, differences, ranking_check, render_markdown
+from fedshield.sweep import expand, load_sweep, run_sweep
+
+BASE = {
+    "model": "small_cnn",
+    "num_clients": 6,
+    "clients_per_round": 4,
+    "rounds": 3,
+    "workers": 1,
+    "data": {"dataset": "synthetic"},
+    "train": {"lr": 0.05, "epochs": 1, "batch_size": 32},
+    "attack": {"name": "dba", "num_attackers": 1, "start_round": 1, "train": {"lr": 0.05, "epochs": 1}},
+    "eval": {"every": 1},
+}
+
+
+def _grid(tmp_path: Path, **extra) -> Path:
+    spec = {
+        "name": "tiny",
+        "base": BASE,
+        "grid": {
+            "attack.poison_per_batch": [5, 10],
+            "defense.name": ["fedavg", "flame"],
+        },
+        "labels": {"defense.name": {"fedavg": "FedAvg", "flame": "FLAME"}},
+        "profiles": {"short": {"rounds": 2}},
+        "table": {"rows": ["defense.name"], "columns": ["attack.poison_per_batch"], "metrics": ["aasr", "final_ma"],
+                  "compare": {"by": "defense.name", "metric": "aasr", "better": ["FLAME"], "than": ["FedAvg"]}},
+        **extra,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_expand_grid_ids_labels_and_profile(tmp_path):
+    spec = load_sweep(_grid(tmp_path))
+    runs = expand(spec)
+    assert [r.run_id for r in runs] == [
+        "poison_per_batch=5__name=FedAvg", "poison_per_batch=5__name=FLAME",
+        "poison_per_batch=10__name=FedAvg", "poison_per_batch=10__name=FLAME",
+    ]
+    assert runs[1].config["defense"]["name"] == "flame" and runs[1].config["attack"]["poison_per_batch"] == 5
+    assert runs[1].config["attack"]["num_attackers"] == 1  # the rest of the section is kept
+    assert all(r.config["rounds"] == 2 for r in expand(spec, "short"))
+    with pytest.raises(ConfigError, match="unknown profile 'long'"):
+        expand(spec, "long")
+
+
+def test_section_values_merge_and_bad_points_are_named(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {"data": [
+        {"partition": "iid", "_label": "IID"}, {"partition": "dirichlet", "alpha": 0.5, "_label": "Dir 0.5"}]}}))
+    runs = expand(load_sweep(path))
+    assert runs[1].config["data"] == {"dataset": "synthetic", "partition": "dirichlet", "alpha": 0.5}
+    assert runs[1].labels == {"data": "Dir 0.5"}
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {"train.lr": [0.1, -1]}}))
+    with pytest.raises(ConfigError, match=r"(?s)grid point lr=-1: .*train\.lr"):
+        expand(load_sweep(path))
+
+
+def test_killed_sweep_resumes_only_missing_runs(tmp_path):
+    grid = _grid(tmp_path)
+    out = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedshield.cli", "sweep", str(grid), "--out", str(out), "--jobs", "1"],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    summaries = lambda: sorted(out.glob("runs/*/summary.json"))  # noqa: E731
+    deadline = time.time() + 120
+    while len(summaries()) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker process, mid-way
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in summaries()}
+    assert 2 <= len(finished) < 4, "the sweep should have been killed with runs still missing"
+    logs: list[str] = []
+    result = run_sweep(load_sweep(grid), out, jobs=2, log=logs.append)
+    assert result["ran"] == 4 - len(finished) and not result["failed"]
+    assert f"{len(finished)} already finished, {4 - len(finished)} to run" in logs[0]
+    assert len(summaries()) == 4
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime  # finished runs were not run again
+    assert "time per round" in "\n".join(logs)
+    again: list[str] = []
+    assert run_sweep(load_sweep(grid), out, jobs=1, log=again.append)["ran"] == 0
+    with pytest.raises(ConfigError, match="different sweep"):
+        run_sweep(load_sweep(grid), out, jobs=1, profile="short", log=lambda m: None)
+    summary_csv = (out / "summary.csv").read_text().splitlines()
+    assert summary_csv[0].startswith("id,attack.poison_per_batch,defense.name,final_ma") and len(summary_csv) == 5
+
+    # the report, with a reference table in the long CSV format
+    ref = tmp_path / "ref.csv"
+    ref.write_text("# a comment\ndefense.name,attack.poison_per_batch,metric,value\n"
+                   "FedAvg,5,aasr,90\nFLAME,5,aasr,1.5\nFedAvg,10,final_ma,0\n")
+    t = build_table(out, ref)
+    assert t["rows"] == [("FedAvg",), ("FLAME",)] and t["cols"] == [("5",), ("10",)]
+    md = render_markdown(t).splitlines()
+    assert md[0] == "| defense.name | 5 AASR | 5 MA | 10 AASR | 10 MA |"
+    mine = json.loads((out / "runs" / "poison_per_batch=5__name=FedAvg" / "summary.json").read_text())["aasr"] * 100
+    assert md[2].startswith(f"| FedAvg | {mine:.2f} (90.00, {mine - 90:+.1f}) |")
+    assert "(–)" in md[2]  # no paper value for that cell
+    diffs = differences(t, threshold=10)
+    assert (("FedAvg",), ("10",), "final_ma") in [(d[0], d[1], d[2]) for d in diffs]
+    rc = ranking_check(t)
+    assert rc["settings"] == 2 and rc["paper"] == 1  # paper values exist only for PDR 5
+    paths = write_report(out, ref)
+    assert paths["ba"].exists() and paths["ma"].exists() and "## Ranking" in paths["report"].read_text()
