@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.fedshield-installed
 
 setup: $(STAMP)
 
-# torch is installed first and pinned: an unpinned resolution would pull a multi-GB CUDA build.
+# torch is pinned in every pip call: an unpinned resolution would pull a multi-GB CUDA build. The flower
+# extra is installed too because the default test run includes a real Flower deployment on loopback.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,flower]"
 	touch $(STAMP)
 
 data: setup

@@ -54,12 +54,17 @@ def test_missing_file():
 
 
 def test_shipped_configs_are_valid():
+    """Every run config in configs/ (and the demo's) loads; every grid file expands to valid runs."""
     from pathlib import Path
 
     import fedshield
+    from fedshield.sweep import expand, load_sweep
 
-    paths = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+    paths = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
     paths.append(Path(fedshield.__file__).with_name("demo.yaml"))
-    assert len(paths) >= 3
+    assert len(paths) >= 10
     for p in paths:
-        load_config(p)
+        if "grid" in (yaml.safe_load(p.read_text()) or {}):
+            assert expand(load_sweep(p))
+        else:
+            load_config(p)

@@ -1,6 +1,7 @@
 """End-to-end runs on real Fashion-MNIST (installed by `make test`), small enough for the default test run.
 
-Thresholds are set well inside what these settings reach, but each fails if training, poisoning, the
+20 clients (600 samples each), 8 per round, 6 rounds; 3 fixed attackers stamp a 5×5 square on 20 of 64
+samples per batch. Thresholds are set well inside what these settings reach, but each fails if training, poisoning, the
 backdoor evaluation or the defense's filtering breaks.
 """
 
@@ -19,18 +20,19 @@ def _cfg(defense: str, attack: bool) -> dict:
         "model": "lenet",
         "num_clients": 20,
         "clients_per_round": 8,
-        "rounds": 5,
+        "rounds": 6,
         "data": {"dataset": "fashion_mnist", "train_subset": 12000},
-        "train": {"lr": 0.01, "momentum": 0.9, "epochs": 1, "batch_size": 64},
+        "train": {"lr": 0.01, "momentum": 0.9, "epochs": 2, "batch_size": 64},
         "attack": {
-            "name": "dba" if attack else "none",
+            "name": "pixel" if attack else "none",
+            "trigger": {"pattern": "square"},
             "num_attackers": 3,
             "start_round": 1,
             "poison_per_batch": 20,
             "train": {"lr": 0.05, "momentum": 0.9, "epochs": 3, "batch_size": 64, "milestones": [0.2, 0.8]},
         },
         "defense": {"name": defense},
-        "eval": {"every": 5, "test_subset": 3000},
+        "eval": {"every": 6, "test_subset": 3000},
     }
 
 
@@ -38,22 +40,22 @@ def _cfg(defense: str, attack: bool) -> dict:
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     out = {}
-    for key, defense, attack in (("clean", "fedavg", False), ("dba", "fedavg", True), ("flame", "flame", True)):
+    for key, defense, attack in (("clean", "fedavg", False), ("backdoor", "fedavg", True), ("flame", "flame", True)):
         out[key] = run_experiment(config_from_dict(_cfg(defense, attack)), root / key, progress=False)
     return out
 
 
 def test_fedavg_learns_fashion_mnist(results):
-    assert results["clean"]["final_ma"] >= 0.72
+    assert results["clean"]["final_ma"] >= 0.70  # measured 0.738
 
 
-def test_dba_implants_a_backdoor_under_fedavg(results):
-    assert results["dba"]["final_ba"] >= 0.5
-    assert results["dba"]["malicious_accepted_share"] == 1.0
+def test_pixel_backdoor_is_implanted_under_fedavg(results):
+    assert results["backdoor"]["final_ba"] >= 0.6  # measured 0.883
+    assert results["backdoor"]["malicious_accepted_share"] == 1.0
 
 
 def test_flame_rejects_the_attackers_and_the_backdoor(results):
     r = results["flame"]
-    assert r["malicious_accepted_share"] <= 0.2
-    assert r["final_ba"] <= 0.1
+    assert r["malicious_accepted_share"] <= 0.2  # measured 0.0
+    assert r["final_ba"] <= 0.15  # measured 0.071
     assert r["final_ma"] >= results["clean"]["final_ma"] - 0.05

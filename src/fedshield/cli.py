@@ -112,16 +112,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, cls in available_defenses().items():
             print(f"{name:14s} {cls.summary}\n{'':14s} paper: {cls.paper}")
     elif args.what == "attacks":
-        from .config import AttackConfig
+        from .attacks import available_attacks
 
-        names = AttackConfig.model_fields["name"].annotation.__args__  # type: ignore[union-attr]
-        descriptions = {
-            "none": "no attack",
-            "dba": "distributed backdoor (Xie et al., ICLR 2020): attacker i stamps local part i of the trigger",
-            "pixel": "pixel-pattern backdoor (BadNets, Gu et al. 2017): every attacker stamps the global trigger",
-        }
-        for name in names:
-            print(f"{name:14s} {descriptions.get(name, '')}")
+        for name, cls in available_attacks().items():
+            print(f"{name:20s} {cls.summary}\n{'':20s} paper: {cls.paper}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.grid)
+    out = Path(args.out) if args.out else Path("runs") / (spec.name + (f"-{args.profile}" if args.profile else ""))
+    result = run_sweep(spec, out, jobs=args.jobs, profile=args.profile)
+    print(f"output: {out}  (report: fedshield report {out})")
+    return 1 if result["failed"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(args.sweep_dir, args.reference, args.threshold)
+    print(Path(paths["report"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -143,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="output folder (default runs/demo-TIMESTAMP); rerunning resumes")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    sw = sub.add_parser("sweep", help="run a grid of experiments in parallel processes (resumable)")
+    sw.add_argument("grid", help="grid file (YAML): base config, grid of dotted keys, profiles, table layout")
+    sw.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
+    sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
+    sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--reference", help="reference table (long CSV); default: the grid file's 'reference'")
+    rp.add_argument("--threshold", type=float, default=10.0, help="list cells differing by more points (default 10)")
+    rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list registered defenses or attacks")
     ls.add_argument("what", choices=["defenses", "attacks"])

@@ -76,7 +76,12 @@ class TriggerConfig(_Strict):
 
 
 class AttackConfig(_Strict):
-    name: Literal["none", "dba", "pixel"] = "none"  # dba: attacker i uses local part i; pixel: global trigger
+    """The attack (``fedshield list attacks``): ``name`` from the attack registry, ``params`` validated by the
+    attack's class (errors name the parameter); the other keys apply to every attack. dba: attacker i uses
+    local part i of the trigger; pixel: the global trigger; see docs/attacks.md for the rest."""
+
+    name: str = "none"
+    params: dict[str, Any] = Field(default_factory=dict)
     num_attackers: int = Field(4, ge=0)
     selection: Literal["fixed", "sampled"] = "fixed"  # fixed: attackers join every round from start_round
     attacker_ids: Optional[list[int]] = None  # default: 0 .. num_attackers-1
@@ -85,6 +90,22 @@ class AttackConfig(_Strict):
     poison_per_batch: int = Field(20, ge=0)
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     train: Optional[TrainConfig] = None  # attackers' optimiser; default: the benign one
+
+    @field_validator("name")
+    @classmethod
+    def _known_attack(cls, v: str) -> str:
+        from .attacks import available_attacks
+
+        if v not in available_attacks():
+            raise ValueError(f"unknown attack {v!r}; available: {sorted(available_attacks())}")
+        return v
+
+    @model_validator(mode="after")
+    def _params(self) -> "AttackConfig":
+        from .attacks import validate_attack_params
+
+        validate_attack_params(self.name, self.params)  # ParameterError (a ValueError) naming the parameter
+        return self
 
     @model_validator(mode="after")
     def _ids(self) -> "AttackConfig":

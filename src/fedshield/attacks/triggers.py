@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Trigger", "named_trigger", "TRIGGER_NAMES"]
+__all__ = ["Trigger", "named_trigger", "TRIGGER_NAMES", "BlendTrigger", "blend_pattern", "BLEND_PATTERNS"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,51 @@ def named_trigger(name: str, value: float = 1.0) -> Trigger:
     if name not in _NAMED:
         raise ValueError(f"unknown trigger pattern {name!r}; available: {list(TRIGGER_NAMES)}")
     return _NAMED[name](value)
+
+
+# ----------------------------------------------------------------------------------------- blended triggers
+
+BLEND_PATTERNS = ("noise", "checkerboard")
+
+
+def blend_pattern(name: str, channels: int, height: int, width: int, seed: int = 0) -> Tensor:
+    """A full-image (C, H, W) pattern in [0, 1] for a blended trigger.
+
+    * ``noise``: i.i.d. uniform [0, 1] pixels drawn from ``torch.Generator().manual_seed(seed)`` (the
+      random-noise key pattern of Chen et al., 2017, "Targeted backdoor attacks ... using data poisoning");
+    * ``checkerboard``: alternating 0/1 pixels, (r + c) even → 1 (no randomness).
+    """
+    if name == "noise":
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.rand(channels, height, width, generator=g)
+    if name == "checkerboard":
+        r = torch.arange(height).view(-1, 1)
+        c = torch.arange(width).view(1, -1)
+        return ((r + c) % 2 == 0).float().expand(channels, height, width).clone()
+    raise ValueError(f"unknown blend pattern {name!r}; available: {list(BLEND_PATTERNS)}")
+
+
+@dataclass(frozen=True, eq=False)
+class BlendTrigger:
+    """Blended trigger: x' = (1 − α)·x + α·pattern on the whole image (pattern (C, H, W) in [0, 1])."""
+
+    pattern: Tensor
+    alpha: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha={self.alpha!r} is invalid; must be in (0, 1]")
+
+    @property
+    def num_parts(self) -> int:
+        return 1
+
+    def part(self, index: int) -> "BlendTrigger":
+        return self
+
+    def apply(self, images: Tensor) -> Tensor:
+        return self.apply_(images.clone())
+
+    def apply_(self, images: Tensor) -> Tensor:
+        p = self.pattern.to(images.device, images.dtype)
+        return images.mul_(1.0 - self.alpha).add_(p, alpha=self.alpha)

@@ -1,7 +1,9 @@
 """Main-task accuracy (MA) and backdoor accuracy (BA) of a flat global model.
 
 BA follows the convention of the Fedward and FLTrust code (algorithms.md §0.3): the test images whose true
-label is not the target, stamped with the global trigger; BA is the share classified as the target.
+label is not the target, stamped with the global trigger; BA is the share classified as the target. An attack
+may supply its own backdoor test set instead (``backdoor_set``: images and the labels the attacker wants,
+e.g. the held-out images of an edge-case sub-population); BA is then the share classified as those labels.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Evaluator:
         target: Optional[int] = None,
         batch_size: int = 1000,
         device: str | torch.device = "cpu",
+        backdoor_set: Optional[tuple[Tensor, Tensor]] = None,
     ):
         self.model = model_fn().to(device).to(memory_format=torch.channels_last)
         self.layout = ParamLayout.from_module(self.model)
@@ -52,7 +55,11 @@ class Evaluator:
         self.batch_size = batch_size
         self.bd_x: Optional[Tensor] = None
         self.bd_y: Optional[Tensor] = None
-        if trigger is not None:
+        if backdoor_set is not None:
+            self.bd_x, self.bd_y = backdoor_set
+            if len(self.bd_x) != len(self.bd_y) or len(self.bd_x) == 0:
+                raise ValueError("the backdoor test set must be non-empty with one label per image")
+        elif trigger is not None:
             if target is None:
                 raise ValueError("a backdoor evaluation needs the target label")
             keep = test_y != target

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, ExperimentConfig, dump_config
+from ..attacks import RoundState
 from ..defenses import RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
 from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
@@ -49,22 +50,64 @@ def train_clients(
     """Local training of ``selected`` in round ``round_``: (updates, which were malicious, sample counts).
 
     The one place that decides how a client trains (benign, or the configured attack); the Flower client
-    calls it too, so both engines train identically.
+    calls it too, so both engines train identically. Attacking clients (from ``attack.start_round``) train on
+    what the attack's :meth:`~fedshield.attacks.Attack.plan` gives them (data, per-batch poisoner, training
+    hooks) and then pass their update through ``after_training``. An omniscient attack (Fang et al.) lets the
+    benign clients train first and crafts the attackers' updates from theirs. All randomness comes from
+    per-(round, client) streams, so results do not depend on order, workers or resumption.
     """
     cfg = setup.cfg
-    attacking = round_ >= cfg.attack.start_round
-    jobs, malicious, sizes = [], [], []
-    for cid in selected:
-        x, y = setup.client_data(cid)
-        is_bad = attacking and cid in setup.poisoners
+    attack = setup.attack
+    attacking = attack is not None and round_ >= cfg.attack.start_round
+    malicious = [attacking and cid in setup.attacker_rank for cid in selected]
+    sizes = [len(setup.client_indices[cid]) for cid in selected]
+    state = None
+    if any(malicious):
+        prev = setup.attack_state.get("global")
+        prev_ok = prev is not None and setup.attack_state.get("round") == round_ - 1
+        state = RoundState(
+            round=round_,
+            global_params=global_params,
+            previous_global=prev if prev_ok else None,
+            selected=list(selected),
+            attackers=[c for c, bad in zip(selected, malicious) if bad],
+            layout=setup.layout,
+            seed=cfg.seed,
+            sizes=dict(zip(selected, sizes)),
+            stream=lambda purpose, cid: torch_stream(cfg.seed, "attack", purpose, round_, cid),
+        )
+    if attack is not None and attack.needs_previous_global:
+        setup.attack_state = {"round": round_, "global": global_params.detach().clone()}
+
+    jobs: list[tuple] = []
+    for cid, bad in zip(selected, malicious):
         gen = torch_stream(cfg.seed, "train", round_, cid)
-        if is_bad:
-            jobs.append((x, y, setup.attack_settings, gen, setup.poisoners[cid]))
+        if bad and attack.omniscient:  # type: ignore[union-attr]
+            continue
+        x, y = setup.client_data(cid)
+        if bad:
+            plan = attack.plan(cid, setup.attacker_rank[cid], x, y, state)  # type: ignore[union-attr]
+            if plan.hooks is None:
+                jobs.append((plan.x, plan.y, setup.attack_settings, gen, plan.poisoner))
+            else:
+                jobs.append((plan.x, plan.y, setup.attack_settings, gen, plan.poisoner, plan.hooks))
         else:
             jobs.append((x, y, setup.benign_settings, gen, None))
-        malicious.append(is_bad)
-        sizes.append(len(y))
-    return setup.trainer.train_many(global_params, jobs), malicious, sizes
+    trained = iter(setup.trainer.train_many(global_params, jobs))
+
+    updates: list[Tensor] = []
+    if state is not None and attack.omniscient:  # type: ignore[union-attr]
+        benign = [next(trained) for bad in malicious if not bad]
+        crafted = iter(attack.craft(torch.stack(benign), state))  # type: ignore[union-attr]
+        it_b = iter(benign)
+        updates = [next(crafted) if bad else next(it_b) for bad in malicious]
+    else:
+        for cid, bad in zip(selected, malicious):
+            u = next(trained)
+            if bad:
+                u = attack.after_training(u, cid, setup.attacker_rank[cid], state)  # type: ignore[union-attr]
+            updates.append(u)
+    return updates, malicious, sizes
 
 
 def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
@@ -157,6 +200,7 @@ def run_experiment(
             raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
         params, rows, first = state["global_params"], state["rows"], state["round"] + 1
         setup.defense = state["defense"]
+        setup.attack_state = state.get("attack_state", {})
         elapsed_before = state.get("seconds", 0.0)
         if not torch.equal(state["initial_params"], setup.initial_params):
             raise ConfigError(f"{out}: initial model differs from the checkpoint's; refusing to resume")
@@ -188,6 +232,7 @@ def run_experiment(
                 "initial_params": setup.initial_params,
                 "rows": rows,
                 "defense": setup.defense,
+                "attack_state": setup.attack_state,
                 "config": resolved,
                 "seconds": seconds,
             },

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..attacks import BatchPoisoner, Trigger, named_trigger
+from ..attacks import Attack, AttackContext, Trigger, build_attack, named_trigger
 from ..config import ConfigError, ExperimentConfig, TrainConfig
 from ..data import Dataset, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
@@ -71,8 +71,11 @@ class Setup:
     benign_settings: TrainSettings
     attack_settings: TrainSettings
     attackers: list[int] = field(default_factory=list)
-    poisoners: dict[int, BatchPoisoner] = field(default_factory=dict)
     trigger: Optional[Trigger] = None
+    attack: Optional[Attack] = None  # None when attack.name is "none"
+    attacker_rank: dict[int, int] = field(default_factory=dict)  # client id -> 0-based rank among attackers
+    # what attacks carry between rounds (the previous round's global model, for Neurotoxin); checkpointed
+    attack_state: dict[str, Any] = field(default_factory=dict)
 
     def client_data(self, cid: int) -> tuple[Tensor, Tensor]:
         idx = self.client_indices[cid]
@@ -123,28 +126,56 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     trigger = global_trigger(cfg) if cfg.attack.name != "none" else None
     if trigger is not None and cfg.attack.target_label >= ds.num_classes:
         raise ConfigError(f"attack.target_label={cfg.attack.target_label} but the dataset has {ds.num_classes} classes")
+    attack: Optional[Attack] = None
+    attackers: list[int] = []
+    if cfg.attack.name != "none":
+        ctx = AttackContext(
+            target_label=cfg.attack.target_label,
+            poison_per_batch=cfg.attack.poison_per_batch,
+            trigger=trigger,
+            num_classes=ds.num_classes,
+            image_shape=tuple(ds.train_x.shape[1:]),  # type: ignore[arg-type]
+            train_x=ds.train_x[:n_train],
+            train_y=labels,
+            test_x=ds.test_x,
+            test_y=ds.test_y,
+            layout=layout,
+            seed=cfg.seed,
+            num_attackers=cfg.attack.num_attackers,
+        )
+        attack = build_attack(cfg.attack.name, cfg.attack.params, ctx)
+        attackers = cfg.attack.ids() if cfg.attack.num_attackers > 0 else []
+        owned = attack.owned_train_indices()
+        if owned is not None and len(owned):
+            # sub-population backdoors: only the attackers hold these images (benign clients lose them)
+            drop = torch.zeros(n_train, dtype=torch.bool)
+            drop[owned] = True
+            aset = set(attackers)
+            parts = [p if i in aset else p[~drop[p]] for i, p in enumerate(parts)]
+            empty = [i for i, p in enumerate(parts) if len(p) == 0]
+            if empty:
+                raise ConfigError(f"removing the attack's sub-population left clients {empty[:10]} without samples")
     test_x, test_y = ds.test_x, ds.test_y
     if cfg.eval.test_subset is not None and cfg.eval.test_subset < len(test_y):
         sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
         test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
+    backdoor_set = attack.backdoor_test_set(test_x, test_y) if attack is not None else None
     evaluator = Evaluator(
-        model_fn, test_x, test_y, trigger, cfg.attack.target_label, cfg.eval.batch_size, cfg.device
+        model_fn, test_x, test_y, None, None, cfg.eval.batch_size, cfg.device, backdoor_set=backdoor_set
     )
     server_data = (ds.train_x[server_idx], ds.train_y[server_idx]) if len(server_idx) else None
     context = DefenseContext(
-        layout=layout, model_fn=model_fn, server_data=server_data, num_classes=ds.num_classes, device=cfg.device
+        layout=layout,
+        model_fn=model_fn,
+        server_data=server_data,
+        num_classes=ds.num_classes,
+        device=cfg.device,
+        extra={"input_shape": tuple(ds.train_x.shape[1:])},  # DeepSight's random DDif inputs
     )
     defense = build_defense(cfg.defense.name, cfg.defense.params, context)
 
-    attackers: list[int] = []
-    poisoners: dict[int, BatchPoisoner] = {}
-    if cfg.attack.name != "none" and cfg.attack.num_attackers > 0:
-        attackers = cfg.attack.ids()
-        for rank, cid in enumerate(attackers):
-            local = trigger.part(rank) if cfg.attack.name == "dba" else trigger
-            poisoners[cid] = BatchPoisoner(local, cfg.attack.target_label, cfg.attack.poison_per_batch)
     benign = train_settings(cfg.train)
-    attack = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
+    attack_train = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
     return Setup(
         cfg=cfg,
         dataset=ds,
@@ -157,8 +188,9 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         evaluator=evaluator,
         defense=defense,
         benign_settings=benign,
-        attack_settings=attack,
+        attack_settings=attack_train,
         attackers=attackers,
-        poisoners=poisoners,
         trigger=trigger,
+        attack=attack,
+        attacker_rank={cid: rank for rank, cid in enumerate(attackers)},
     )

@@ -11,7 +11,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,10 @@ from ..models import ParamLayout, flatten_params, load_flat_params
 __all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch"]
 
 Poisoner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-# (x, y, settings, generator, poisoner or None): the arguments of LocalTrainer.train after the global model
-TrainJob = tuple[Tensor, Tensor, "TrainSettings", torch.Generator, Optional[Poisoner]]
+# (x, y, settings, generator, poisoner or None[, hooks or None]): the arguments of LocalTrainer.train after
+# the global model. ``hooks`` (attacks.TrainHooks) are None for benign clients.
+# (a 5-tuple without hooks is accepted too)
+TrainJob = tuple[Tensor, Tensor, "TrainSettings", torch.Generator, Optional[Poisoner], Optional[Any]]
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,17 @@ class LocalTrainer:
         settings: TrainSettings,
         generator: torch.Generator,
         poisoner: Optional[Poisoner] = None,
+        hooks: Optional[Any] = None,
     ) -> Tensor:
         """Train from ``global_params`` on (x, y) and return the flat update (d,).
 
         Each epoch draws ``torch.randperm(len(x), generator=generator)`` and walks it in batches (the last one
         may be short), exactly the order a ``DataLoader(shuffle=True, generator=...)`` produces.
-        ``poisoner(xb, yb)`` may rewrite each batch (data-poisoning attacks).
+        ``poisoner(xb, yb)`` may rewrite each batch (data-poisoning attacks). ``hooks`` (an
+        :class:`fedshield.attacks.TrainHooks`, model-poisoning attacks) get the trainable tensors in layout
+        order: ``begin`` before the first step, ``loss`` to rewrite the loss, ``after_backward``,
+        ``after_step`` (1-based step count) and ``end`` after the last step. Benign clients pass None and
+        run exactly the plain loop.
         """
         if len(x) == 0:
             raise ValueError("a client with no training samples cannot train")
@@ -111,6 +118,14 @@ class LocalTrainer:
         )
         n = len(x)
         bs = settings.batch_size
+        params: list[Tensor] = []
+        if hooks is not None:
+            named = dict(model.named_parameters())
+            entries = self.layout.trainable_entries()
+            params = [named[e.name] for e in entries]
+            g = global_params.to(self.device)
+            hooks.begin(params, [g[e.slice].view(e.shape) for e in entries])
+        step = 0
         for epoch in range(settings.epochs):
             lr = lr_at_epoch(settings, epoch)
             for group in opt.param_groups:
@@ -125,8 +140,17 @@ class LocalTrainer:
                 yb = yb.to(self.device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(xb), yb)
-                loss.backward()
-                opt.step()
+                if hooks is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    hooks.loss(loss, params).backward()
+                    hooks.after_backward(params)
+                    opt.step()
+                    step += 1
+                    hooks.after_step(params, step)
+        if hooks is not None:
+            hooks.end(params)
         return flatten_params(model, self.layout).to(global_params.device) - global_params
 
 
