@@ -15,24 +15,9 @@ from fedshield.defenses.deepsight import DeepSight, neups, suspicious_labels, th
 from fedshield.defenses.fedcc import FedCC, linear_cka, penultimate_entry, rbf_cka, two_means_1d
 from fedshield.defenses.fltrust import FLTrust, select_root_set
 from fedshield.models import LayoutEntry, ParamLayout, build_model, flatten_params
+from roundinput import flat_layout, make_input
 
 
-def flat_layout(d: int) -> ParamLayout:
-    return ParamLayout((LayoutEntry("w", (d,), 0, d, "weight"),))
-
-
-def make_input(updates, g=None, layout=None, seed=0, rnd=1) -> RoundInput:
-    updates = torch.as_tensor(updates, dtype=torch.float32)
-    n, d = updates.shape
-    return RoundInput(
-        global_params=torch.zeros(d) if g is None else torch.as_tensor(g, dtype=torch.float32),
-        updates=updates,
-        layout=layout or flat_layout(d),
-        round=rnd,
-        client_ids=list(range(n)),
-        num_samples=torch.ones(n),
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def small_cnn():

@@ -18,26 +18,11 @@ from fedshield.defenses.fedward import (
     fedward_clip_bound,
 )
 from fedshield.models import LayoutEntry, ParamLayout
+from roundinput import flat_layout, make_input
 
 SQ3 = math.sqrt(3.0)
 
 
-def flat_layout(d: int) -> ParamLayout:
-    return ParamLayout((LayoutEntry("w", (d,), 0, d, "weight"),))
-
-
-def make_input(updates, g=None, layout=None) -> RoundInput:
-    updates = torch.as_tensor(updates, dtype=torch.float32)
-    n, d = updates.shape
-    return RoundInput(
-        global_params=torch.zeros(d) if g is None else torch.as_tensor(g, dtype=torch.float32),
-        updates=updates,
-        layout=layout or flat_layout(d),
-        round=1,
-        client_ids=list(range(n)),
-        num_samples=torch.ones(n),
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 TINY = ParamLayout(

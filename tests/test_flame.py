@@ -18,24 +18,9 @@ from fedshield.defenses.flame import (
     lambda_from_dp,
 )
 from fedshield.models import LayoutEntry, ParamLayout
+from roundinput import flat_layout, make_input
 
 
-def flat_layout(d: int) -> ParamLayout:
-    return ParamLayout((LayoutEntry("w", (d,), 0, d, "weight"),))
-
-
-def make_input(updates, g=None, layout=None, seed=0) -> RoundInput:
-    updates = torch.as_tensor(updates, dtype=torch.float32)
-    n, d = updates.shape
-    return RoundInput(
-        global_params=torch.zeros(d) if g is None else torch.as_tensor(g, dtype=torch.float32),
-        updates=updates,
-        layout=layout or flat_layout(d),
-        round=1,
-        client_ids=list(range(n)),
-        num_samples=torch.ones(n),
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def benign_and_attackers(n_benign=7, n_att=3, d=50, seed=0):

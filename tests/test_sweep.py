@@ -100,7 +100,7 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
     assert "time per round" in "\n".join(logs)
     again: list[str] = []
     assert run_sweep(load_sweep(grid), out, jobs=1, log=again.append)["ran"] == 0
-    with pytest.raises(ConfigError, match="different sweep"):
+    with pytest.raises(ConfigError, match="another base config or profile"):
         run_sweep(load_sweep(grid), out, jobs=1, profile="short", log=lambda m: None)
     summary_csv = (out / "summary.csv").read_text().splitlines()
     assert summary_csv[0].startswith("id,attack.poison_per_batch,defense.name,final_ma") and len(summary_csv) == 5

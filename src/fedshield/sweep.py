@@ -17,7 +17,8 @@ A grid file (YAML)::
 A mapping value is merged into that config section (several keys that vary together); its ``_label`` names
 it. The sweep folder holds ``sweep.json`` (the expanded runs), ``runs/<id>/`` (one run folder each, see
 :mod:`fedshield.sim.loop`) and ``summary.csv``. A run whose ``summary.json`` exists is never run again; an
-interrupted run continues from its checkpoint.
+interrupted run continues from its checkpoint. The grid may change between sittings (points added or
+removed); the base config and the profile may not.
 """
 
 from __future__ import annotations
@@ -199,8 +200,10 @@ def run_sweep(
     its error is written to ``runs/<id>/error.txt`` and counted."""
     sweep_dir = Path(sweep_dir)
     runs = expand(spec, profile)
+    base_key = json.dumps(spec.base, sort_keys=True)
     index = {
         "name": spec.name,
+        "base": spec.base,
         "grid_file": str(spec.path) if spec.path else None,
         "profile": profile,
         "grid": spec.grid,
@@ -210,10 +213,10 @@ def run_sweep(
         "runs": [{"id": r.run_id, "labels": r.labels, "overrides": r.overrides} for r in runs],
     }
     old = sweep_dir / "sweep.json"
-    if old.exists():
+    if old.exists():  # the grid may grow or shrink; finished runs of unchanged points are kept
         prev = json.loads(old.read_text())
-        if prev.get("profile") != profile or [r["id"] for r in prev["runs"]] != [r.run_id for r in runs]:
-            raise ConfigError(f"{sweep_dir} holds a different sweep (profile or grid changed); use another folder")
+        if prev.get("profile") != profile or json.dumps(prev.get("base"), sort_keys=True) != base_key:
+            raise ConfigError(f"{sweep_dir} holds a sweep with another base config or profile; use another folder")
     write_json(sweep_dir / "sweep.json", index)
     done, missing = sweep_status(sweep_dir, runs)
     log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, {len(missing)} to run, {jobs} at a time")
