@@ -164,14 +164,21 @@ class ParallelTrainer:
     ``workers=1`` trains sequentially with torch's own threading.
     """
 
-    def __init__(self, model_fn: Callable[[], nn.Module], workers: int = 1, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model_fn: Callable[[], nn.Module],
+        workers: int = 1,
+        device: str | torch.device = "cpu",
+        channels_last: bool = True,
+    ):
         if workers < 1:
             raise ValueError(f"workers={workers} is invalid; must be >= 1")
         self.workers = workers
         self._model_fn = model_fn
         self._device = device
+        self._channels_last = channels_last
         self._local = threading.local()
-        self.main = LocalTrainer(model_fn, device)
+        self.main = LocalTrainer(model_fn, device, channels_last)
         # OpenMP's thread count is per calling thread: each worker sets its own to 1 (the main thread keeps its).
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="client", initializer=torch.set_num_threads, initargs=(1,))
@@ -182,7 +189,7 @@ class ParallelTrainer:
     def _trainer(self) -> LocalTrainer:
         t = getattr(self._local, "trainer", None)
         if t is None:
-            t = self._local.trainer = LocalTrainer(self._model_fn, self._device)
+            t = self._local.trainer = LocalTrainer(self._model_fn, self._device, self._channels_last)
         return t
 
     def train_many(self, global_params: Tensor, jobs: Sequence[TrainJob]) -> list[Tensor]:
