@@ -133,6 +133,14 @@ class EvalConfig(_Strict):
     test_subset: Optional[int] = Field(None, gt=0)  # evaluate on a fixed random subset of the test set
 
 
+class PretrainConfig(_Strict):
+    """A clean warm start (:mod:`fedshield.sim.pretrain`): ``rounds`` rounds of plain FedAvg, no attack and no
+    defense, before round 1; cached and shared by every run with the same seed, model, clients, data and
+    benign training. 0: start from the random initial model."""
+
+    rounds: int = Field(0, ge=0)
+
+
 class PostTrainingConfig(_Strict):
     name: Literal["flain"] = "flain"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -151,6 +159,7 @@ class ExperimentConfig(_Strict):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     post_training: Optional[PostTrainingConfig] = None
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; default: torch's choice

@@ -176,6 +176,30 @@ def _run_one(run_dir: str, config: dict[str, Any], threads: int) -> dict[str, An
     return run_experiment(cfg, run_dir, resume=True, progress=False, log=lambda _m: None)
 
 
+def _pretrain_one(config: dict[str, Any], threads: int) -> str:
+    """Worker: compute (or find) the cached warm-start model of one run's config."""
+    import torch
+
+    from .sim.pretrain import pretrained_params
+    from .sim.setup import build_setup
+
+    if threads:
+        torch.set_num_threads(threads)
+    _, key = pretrained_params(build_setup(config_from_dict(config)), log=lambda _m: None)
+    return key
+
+
+def _pretrain_groups(runs: list[SweepRun]) -> list[dict[str, Any]]:
+    """One config per distinct warm start among ``runs`` (those with ``pretrain.rounds`` > 0)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        cfg = config_from_dict(r.config)
+        if cfg.pretrain.rounds:
+            shaping = cfg.model_dump(mode="json", include={"seed", "model", "num_clients", "clients_per_round", "data", "train", "pretrain"})
+            groups.setdefault(json.dumps(shaping, sort_keys=True), r.config)
+    return list(groups.values())
+
+
 def sweep_status(sweep_dir: Path, runs: list[SweepRun]) -> tuple[list[SweepRun], list[SweepRun]]:
     """(finished, missing) runs of a sweep folder."""
     done = [r for r in runs if (sweep_dir / "runs" / r.run_id / "summary.json").exists()]
@@ -240,6 +264,19 @@ def run_sweep(
                     (run_dir / "error.txt").unlink(missing_ok=True)
                     pending[pool.submit(_run_one, str(run_dir), cfg, threads)] = (r, time.perf_counter())
 
+            # warm starts first, all side by side: otherwise the first runs of each group would queue on its lock
+            groups = _pretrain_groups(missing)
+            if groups:
+                t_pre = time.perf_counter()
+                futs = []
+                for config in groups:
+                    cfg = copy.deepcopy(config)
+                    if jobs > 1:
+                        cfg["workers"] = 1
+                    futs.append(pool.submit(_pretrain_one, cfg, threads))
+                for fut in futs:
+                    fut.result()
+                log(f"warm starts: {len(groups)} pretrained models ready in {_fmt_eta(time.perf_counter() - t_pre)}")
             submit()
             finished = len(done)
             while pending:

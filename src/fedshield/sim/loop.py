@@ -190,6 +190,13 @@ def run_experiment(
     if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run; continue it with --resume or choose another --out")
     setup = build_setup(cfg)
+    pretrain: dict[str, Any] = {}
+    if cfg.pretrain.rounds:
+        from .pretrain import pretrained_params
+
+        setup.initial_params, key = pretrained_params(setup, log=log if progress else (lambda _m: None))
+        start_eval = setup.evaluator.evaluate(setup.initial_params)
+        pretrain = {"pretrain_key": key, "pretrain_ma": start_eval["ma"], "pretrain_ba": start_eval["ba"]}
     rows: list[dict[str, Any]] = []
     params = setup.initial_params.clone()
     first = 1
@@ -247,6 +254,7 @@ def run_experiment(
 
     seconds = elapsed_before + time.perf_counter() - start_time
     summary = summarize(cfg, rows, seconds)
+    summary.update(pretrain)
     final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
     atomic_torch_save(final, out / "final_model.pt")
     if cfg.post_training is not None:
