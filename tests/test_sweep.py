@@ -122,3 +122,29 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
     assert rc["settings"] == 2 and rc["paper"] == 1  # paper values exist only for PDR 5
     paths = write_report(out, ref)
     assert paths["ba"].exists() and paths["ma"].exists() and "## Ranking" in paths["report"].read_text()
+
+
+def test_warm_starts_are_grouped_by_what_shapes_them(tmp_path):
+    from fedshield.sweep import _pretrain_groups
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": {**BASE, "pretrain": {"rounds": 2}}, "grid": {
+        "defense.name": ["fedavg", "median", "flame"],
+        "attack.poison_per_batch": [5, 10],
+        "data": [{"partition": "iid", "_label": "IID"}, {"partition": "deg_niid", "fraction": 0.5, "_label": "NIR 50"}]}}))
+    runs = expand(load_sweep(path))
+    groups = _pretrain_groups(runs)  # 12 runs, but defense and attack do not shape the warm start
+    assert len(runs) == 12 and sorted(g["data"]["partition"] for g in groups) == ["deg_niid", "iid"]
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {"defense.name": ["fedavg", "median"]}}))
+    assert _pretrain_groups(expand(load_sweep(path))) == []  # no warm start configured
+
+
+def test_a_changed_profile_is_not_mixed_with_old_runs(tmp_path):
+    grid = _grid(tmp_path)
+    out = tmp_path / "sweep"
+    spec = load_sweep(grid)
+    spec.grid = {"defense.name": ["fedavg"]}
+    run_sweep(spec, out, jobs=1, profile="short", log=lambda m: None)
+    spec.profiles["short"] = {"rounds": 1}  # same profile name, other content: the old runs are not reused
+    with pytest.raises(ConfigError, match="another base config or profile"):
+        run_sweep(spec, out, jobs=1, profile="short", log=lambda m: None)

@@ -165,7 +165,8 @@ def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
 
 
 def _run_one(run_dir: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Worker: one run in a fresh process (single-threaded when several run side by side)."""
+    """Worker: one run in a worker process (single-threaded when several run side by side). Workers are
+    reused between runs; a run depends on nothing a previous run left behind (every stream is seeded)."""
     import torch
 
     from .sim import run_experiment
@@ -230,6 +231,7 @@ def run_sweep(
         "base": spec.base,
         "grid_file": str(spec.path) if spec.path else None,
         "profile": profile,
+        "profile_overrides": spec.profiles.get(profile) if profile else None,
         "grid": spec.grid,
         "labels": spec.labels,
         "table": spec.table,
@@ -239,7 +241,8 @@ def run_sweep(
     old = sweep_dir / "sweep.json"
     if old.exists():  # the grid may grow or shrink; finished runs of unchanged points are kept
         prev = json.loads(old.read_text())
-        if prev.get("profile") != profile or json.dumps(prev.get("base"), sort_keys=True) != base_key:
+        same_profile = prev.get("profile") == profile and json.dumps(prev.get("profile_overrides"), sort_keys=True) == json.dumps(index["profile_overrides"], sort_keys=True)
+        if not same_profile or json.dumps(prev.get("base"), sort_keys=True) != base_key:
             raise ConfigError(f"{sweep_dir} holds a sweep with another base config or profile; use another folder")
     write_json(sweep_dir / "sweep.json", index)
     done, missing = sweep_status(sweep_dir, runs)
@@ -250,7 +253,7 @@ def run_sweep(
     t_start = time.perf_counter()
     if missing:
         ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             pending: dict[Future, tuple[SweepRun, float]] = {}
             queue = list(missing)
 
