@@ -120,6 +120,7 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
     assert (("FedAvg",), ("10",), "final_ma") in [(d[0], d[1], d[2]) for d in diffs]
     rc = ranking_check(t)
     assert rc["settings"] == 2 and rc["paper"] == 1  # paper values exist only for PDR 5
+    assert rc["pairs"] == 2 and rc["pairs_paper"] == 1
     paths = write_report(out, ref)
     assert paths["ba"].exists() and paths["ma"].exists() and "## Ranking" in paths["report"].read_text()
 
@@ -148,3 +149,20 @@ def test_a_changed_profile_is_not_mixed_with_old_runs(tmp_path):
     spec.profiles["short"] = {"rounds": 1}  # same profile name, other content: the old runs are not reused
     with pytest.raises(ConfigError, match="another base config or profile"):
         run_sweep(spec, out, jobs=1, profile="short", log=lambda m: None)
+
+
+def test_ranking_check_counts_settings_and_pairs_by_hand():
+    nan = float("nan")
+    cells = {}
+    # setting A: FLAME 5 < Median 30, FedCC 4 < FLAME -> the setting fails, 1 of 2 pairs holds; paper: both hold
+    for d, ours, paper in [("FLAME", 5, 6), ("Median", 30, 35), ("FedCC", 4, 42)]:
+        cells[((d,), ("A",), "aasr")] = (ours, paper)
+    # setting B: all hold for ours; paper missing for Median (NaN pair does not hold)
+    for d, ours, paper in [("FLAME", 1, 6), ("Median", 20, nan), ("FedCC", 9, 30)]:
+        cells[((d,), ("B",), "aasr")] = (ours, paper)
+    t = {"cells": cells, "rows_keys": ["defense"], "cols_keys": ["data"],
+         "compare": {"by": "defense", "metric": "aasr", "better": ["FLAME"], "than": ["Median", "FedCC"]}}
+    rc = ranking_check(t)
+    assert (rc["settings"], rc["ours"], rc["paper"]) == (2, 1, 1)
+    assert (rc["pairs"], rc["pairs_ours"], rc["pairs_paper"]) == (4, 3, 3)
+    assert rc["disagree"] == [("A",)]

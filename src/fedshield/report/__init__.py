@@ -35,7 +35,11 @@ def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, 
         md += ["## Ranking", "",
                f"Settings where {' and '.join(cmp['better'])} both have lower {cmp.get('metric', 'aasr').upper()} than "
                f"{', '.join(cmp['than'])}: ours {rc['ours']} of {rc['settings']}"
-               + (f", paper {rc['paper']} of {rc['settings']}" if t["has_reference"] else "") + "."]
+               + (f", paper {rc['paper']} of {rc['settings']}" if t["has_reference"] else "") + ".",
+               "",
+               f"Pairs (setting, one of {', '.join(cmp['better'])}, one of {', '.join(cmp['than'])}) where the first has "
+               f"the lower {cmp.get('metric', 'aasr').upper()}: ours {rc['pairs_ours']} of {rc['pairs']}"
+               + (f", paper {rc['pairs_paper']} of {rc['pairs']}" if t["has_reference"] else "") + "."]
         if rc["disagree"]:
             md.append("Settings where ours and the paper disagree on this: "
                       + "; ".join(" / ".join(s) for s in rc["disagree"]) + ".")

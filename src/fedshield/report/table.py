@@ -140,7 +140,9 @@ def differences(t: dict[str, Any], threshold: float = 10.0) -> list[tuple[tuple[
 
 
 def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """For ``table.compare``: in how many settings is every 'better' defense below every 'than' defense?"""
+    """For ``table.compare``: in how many settings is every 'better' defense below every 'than' defense, and in
+    how many (setting, better, than) pairs is the 'better' one below (``pairs_ours``/``pairs_paper`` of
+    ``pairs``; a comparison with a NaN counts as not holding)?"""
     cmp = t.get("compare")
     if not cmp:
         return None
@@ -157,8 +159,15 @@ def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
         labels = row + col
         setting = labels[:pos] + labels[pos + 1 :]
         settings.setdefault(setting, {})[labels[pos]] = vals
-    result = {"settings": len(settings), "ours": 0, "paper": 0, "disagree": []}
+    result = {"settings": len(settings), "ours": 0, "paper": 0, "disagree": [],
+              "pairs": 0, "pairs_ours": 0, "pairs_paper": 0}
     for setting, vals in settings.items():
+        for b in cmp["better"]:
+            for o in cmp["than"]:
+                if b in vals and o in vals:
+                    result["pairs"] += 1
+                    result["pairs_ours"] += bool(vals[b][0] < vals[o][0])
+                    result["pairs_paper"] += bool(vals[b][1] < vals[o][1])
         def holds(i: int) -> Optional[bool]:
             better = [vals[b][i] for b in cmp["better"] if b in vals]
             than = [vals[o][i] for o in cmp["than"] if o in vals]
