@@ -192,12 +192,13 @@ def _pretrain_one(config: dict[str, Any], threads: int) -> str:
 
 def _pretrain_groups(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """One config per distinct warm start among ``runs`` (those with ``pretrain.rounds`` > 0)."""
+    from .sim.pretrain import pretrain_shaping
+
     groups: dict[str, dict[str, Any]] = {}
     for r in runs:
         cfg = config_from_dict(r.config)
         if cfg.pretrain.rounds:
-            shaping = cfg.model_dump(mode="json", include={"seed", "model", "num_clients", "clients_per_round", "data", "train", "pretrain"})
-            groups.setdefault(json.dumps(shaping, sort_keys=True), r.config)
+            groups.setdefault(json.dumps(pretrain_shaping(cfg), sort_keys=True), r.config)
     return list(groups.values())
 
 

@@ -30,7 +30,7 @@ from ..defenses.fedavg import weighted_mean
 from .output import atomic_torch_save
 from .seeding import numpy_stream, torch_stream
 
-__all__ = ["pretrain_cache_dir", "pretrain_key", "pretrained_params"]
+__all__ = ["pretrain_cache_dir", "pretrain_shaping", "pretrain_key", "pretrained_params"]
 
 
 def pretrain_cache_dir() -> Path:
@@ -39,10 +39,9 @@ def pretrain_cache_dir() -> Path:
     return Path(root) / "pretrain"
 
 
-def pretrain_key(setup) -> str:
-    """A digest of everything the pretrained model depends on (config fields and the initial weights)."""
-    cfg = setup.cfg
-    shaping = {
+def pretrain_shaping(cfg) -> dict:
+    """The config fields the pretrained model depends on (two configs that agree here share a warm start)."""
+    return {
         "seed": cfg.seed,
         "model": cfg.model,
         "num_clients": cfg.num_clients,
@@ -50,8 +49,12 @@ def pretrain_key(setup) -> str:
         "data": cfg.data.model_dump(mode="json", exclude={"root"}),
         "train": cfg.train.model_dump(mode="json"),
         "rounds": cfg.pretrain.rounds,
-        "torch": torch.__version__,
     }
+
+
+def pretrain_key(setup) -> str:
+    """A digest of everything the pretrained model depends on (config fields, torch version, initial weights)."""
+    shaping = {**pretrain_shaping(setup.cfg), "torch": torch.__version__}
     h = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
     h.update(setup.initial_params.numpy().tobytes())
     return h.hexdigest()[:20]
