@@ -154,8 +154,9 @@ def test_a_changed_profile_is_not_mixed_with_old_runs(tmp_path):
 def test_ranking_check_counts_settings_and_pairs_by_hand():
     nan = float("nan")
     cells = {}
-    # setting A: FLAME 5 < Median 30, FedCC 4 < FLAME -> the setting fails, 1 of 2 pairs holds; paper: both hold
-    for d, ours, paper in [("FLAME", 5, 6), ("Median", 30, 35), ("FedCC", 4, 42)]:
+    # setting A: FLAME 5 < Median 30, FedCC ties FLAME at 5 (a tie is not lower) -> the setting fails, 1 of 2
+    # pairs holds; paper: both hold
+    for d, ours, paper in [("FLAME", 5, 6), ("Median", 30, 35), ("FedCC", 5, 42)]:
         cells[((d,), ("A",), "aasr")] = (ours, paper)
     # setting B: all hold for ours; paper missing for Median (NaN pair does not hold)
     for d, ours, paper in [("FLAME", 1, 6), ("Median", 20, nan), ("FedCC", 9, 30)]:

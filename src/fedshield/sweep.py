@@ -190,6 +190,15 @@ def _pretrain_one(config: dict[str, Any], threads: int) -> str:
     return key
 
 
+def _worker_config(config: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """A copy of ``config`` for a worker process: with several jobs side by side, one training thread each
+    (results are identical, see ParallelTrainer)."""
+    cfg = copy.deepcopy(config)
+    if jobs > 1:
+        cfg["workers"] = 1
+    return cfg
+
+
 def _pretrain_groups(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """One config per distinct warm start among ``runs`` (those with ``pretrain.rounds`` > 0)."""
     from .sim.pretrain import pretrain_shaping
@@ -261,9 +270,7 @@ def run_sweep(
             def submit() -> None:
                 while queue and len(pending) < jobs:
                     r = queue.pop(0)
-                    cfg = copy.deepcopy(r.config)
-                    if jobs > 1:
-                        cfg["workers"] = 1  # one thread per process; results are identical (see ParallelTrainer)
+                    cfg = _worker_config(r.config, jobs)
                     run_dir = sweep_dir / "runs" / r.run_id
                     (run_dir / "error.txt").unlink(missing_ok=True)
                     pending[pool.submit(_run_one, str(run_dir), cfg, threads)] = (r, time.perf_counter())
@@ -274,10 +281,7 @@ def run_sweep(
                 t_pre = time.perf_counter()
                 futs = []
                 for config in groups:
-                    cfg = copy.deepcopy(config)
-                    if jobs > 1:
-                        cfg["workers"] = 1
-                    futs.append(pool.submit(_pretrain_one, cfg, threads))
+                    futs.append(pool.submit(_pretrain_one, _worker_config(config, jobs), threads))
                 for fut in futs:
                     fut.result()
                 log(f"warm starts: {len(groups)} pretrained models ready in {_fmt_eta(time.perf_counter() - t_pre)}")
