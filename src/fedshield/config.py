@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -125,6 +125,16 @@ class AttackConfig(_Strict):
 class DefenseConfig(_Strict):
     name: str = "fedavg"
     params: dict[str, Any] = Field(default_factory=dict)
+    # the defense runs from this round on; before it, plain unweighted FedAvg (the Fedward authors' schedule:
+    # defenses only in attack rounds). "attack_start": attack.start_round. 1: every round.
+    from_round: Union[int, Literal["attack_start"]] = 1
+
+    @field_validator("from_round")
+    @classmethod
+    def _positive_round(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"defense.from_round={v} is invalid; allowed: an integer >= 1 or 'attack_start'")
+        return v
 
 
 class EvalConfig(_Strict):
@@ -169,6 +179,11 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v  # `post_training: flain`
+
+    def defense_from_round(self) -> int:
+        """The first round the defense runs in (``defense.from_round`` with ``attack_start`` resolved)."""
+        fr = self.defense.from_round
+        return self.attack.start_round if fr == "attack_start" else int(fr)
 
     @model_validator(mode="after")
     def _consistency(self) -> "ExperimentConfig":

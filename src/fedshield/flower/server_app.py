@@ -24,6 +24,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from ..defenses import DefenseContext, build_defense
+from ..defenses.schedule import scheduled
 from .common import setup_for_run_config
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
 from .strategy import FedShieldStrategy
@@ -39,7 +40,7 @@ def _get(rc: Any, key: str, default: Any) -> Any:
 def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None) -> FedShieldStrategy:
     rc = context.run_config
     cfg, setup = setup_for_run_config(rc, base_dir)
-    defense = build_defense(
+    defense = scheduled(build_defense(
         cfg.defense.name,
         cfg.defense.params,
         DefenseContext(
@@ -49,7 +50,7 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
             num_classes=setup.dataset.num_classes,
             device=cfg.device,
         ),
-    )
+    ), cfg.defense_from_round())
     rounds = int(_get(rc, "num-server-rounds", 0)) or cfg.rounds
     min_nodes = int(_get(rc, "min-nodes", 0)) or cfg.num_clients
     fraction_train = float(_get(rc, "fraction-train", 1.0))

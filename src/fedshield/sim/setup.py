@@ -13,6 +13,7 @@ from ..attacks import Attack, AttackContext, Trigger, build_attack, named_trigge
 from ..config import ConfigError, ExperimentConfig, TrainConfig
 from ..data import Dataset, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
+from ..defenses.schedule import scheduled
 from ..models import ParamLayout, build_model, flatten_params
 from .evaluate import Evaluator
 from .seeding import derive_seed, numpy_stream
@@ -172,7 +173,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         device=cfg.device,
         extra={"input_shape": tuple(ds.train_x.shape[1:])},  # DeepSight's random DDif inputs
     )
-    defense = build_defense(cfg.defense.name, cfg.defense.params, context)
+    defense = scheduled(build_defense(cfg.defense.name, cfg.defense.params, context), cfg.defense_from_round())
 
     benign = train_settings(cfg.train)
     attack_train = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
