@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ConfigError, config_from_dict, load_config
+from .config import ConfigError, config_from_dict, load_config, read_yaml_mapping
 
 __all__ = ["main"]
 
@@ -45,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"output: {out}")
     keys = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share", "seconds"]
     print("  ".join(f"{k}={_fmt(summary[k])}" for k in keys))
+    if summary.get("refused_rounds"):
+        print(f"warning: {summary['refused_rounds']} round(s) refused a non-finite aggregate and kept the previous "
+              f"global model; see info.refused_reason in {out / 'metrics.csv'}", file=sys.stderr)
     if "post_training" in summary:
         p = summary["post_training"]
         print(f"{p['name']}: MA {_fmt(p['ma_before'])} -> {_fmt(p['ma_after'])}, BA {_fmt(p['ba_before'])} -> {_fmt(p['ba_after'])}")
@@ -72,14 +75,14 @@ def demo_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import yaml
-
     from .config import apply_overrides
     from .sim import run_experiment
+    from .sim.output import prepare_out_dir
 
-    with open(args.config) as f:
-        base = apply_overrides(yaml.safe_load(f), args.set)
-    out_root = Path(args.out) if args.out else _default_out("demo")
+    base = apply_overrides(read_yaml_mapping(args.config, "demo config"), args.set)
+    for _, data in demo_configs(base):
+        config_from_dict(data)  # every run's config is checked before the first one trains
+    out_root = prepare_out_dir(Path(args.out) if args.out else _default_out("demo"))
     results = []
     t0 = time.perf_counter()
     for label, data in demo_configs(base):
@@ -138,6 +141,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; give an integer >= 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedshield", description="Backdoor attacks and defenses in federated learning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -159,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run a grid of experiments in parallel processes (resumable)")
     sw.add_argument("grid", help="grid file (YAML): base config, grid of dotted keys, profiles, table layout")
-    sw.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
+    sw.add_argument("--jobs", type=_positive_int, default=1, help="runs side by side, one thread each (default 1)")
     sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
     sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
     sw.set_defaults(func=cmd_sweep)
@@ -167,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")
     rp.add_argument("sweep_dir")
     rp.add_argument("--reference", help="reference table (long CSV); default: the grid file's 'reference'")
-    rp.add_argument("--threshold", type=float, default=10.0, help="list cells differing by more points (default 10)")
+    rp.add_argument("--threshold", type=_non_negative_float, default=10.0, help="list cells differing by more points (default 10)")
     rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list registered defenses or attacks")
@@ -176,11 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for the project's own errors (any exception class defined in fedshield: ConfigError, ParameterError,
+    DataFileError, CheckpointError, OutputError …) and for a ValueError or OSError that fedshield code raised
+    itself (its message is ours, or names the file). Anything raised inside a library is a bug: traceback."""
+    if type(exc).__module__.split(".")[0] == "fedshield":
+        return True
+    if not isinstance(exc, (ValueError, OSError)):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; the project's own errors become one ``fedshield: error: ...`` message and exit code 2,
+    real bugs keep their traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
+        if not is_user_error(exc):
+            raise
         print(f"fedshield: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

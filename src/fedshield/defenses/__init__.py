@@ -1,6 +1,7 @@
 """Defenses: one module per defense, each registered by name (see ``registry``)."""
 
-from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input, require
+from .base import (Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input,
+                   refuse_non_finite, require)
 from .registry import available_defenses, build_defense, get_defense_class, register
 from . import fedavg  # noqa: F401  (registers)
 from . import fedward, flame  # noqa: F401  (registers)
@@ -17,6 +18,7 @@ __all__ = [
     "build_defense",
     "check_round_input",
     "get_defense_class",
+    "refuse_non_finite",
     "register",
     "require",
 ]

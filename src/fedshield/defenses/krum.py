@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .base import Aggregate, Defense, RoundInput, require
+from .fedavg import mean_rows
 from .registry import register
 
 __all__ = ["Krum", "MultiKrum", "pairwise_sq_distances", "krum_scores", "assemble", "is_int"]
@@ -77,7 +78,7 @@ def assemble(inp: RoundInput, train_delta: Tensor | None, admitted: Tensor, scal
     buf = ~train
     admitted = admitted.to(g.device)
     if bool(buf.any()) and bool(admitted.any()):
-        new[buf] = g[buf] + inp.updates[admitted][:, buf].mean(dim=0)
+        new[buf] = g[buf] + mean_rows(inp.updates[admitted][:, buf])
     return new
 
 
@@ -133,7 +134,7 @@ class MultiKrum(Defense):
         chosen = order[:m]
         accepted = torch.zeros(n, dtype=torch.bool, device=inp.updates.device)
         accepted[chosen] = True
-        delta = u_tr[accepted].mean(dim=0)
+        delta = mean_rows(u_tr[accepted])
         new = assemble(inp, delta, accepted)
         info = {
             "accepted": float(m),

@@ -8,6 +8,8 @@ all clients (algorithms.md §0.3).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -24,7 +26,7 @@ def coordinate_median(x: Tensor) -> Tensor:
     srt = torch.sort(x, dim=0).values
     if n % 2 == 1:
         return srt[n // 2]
-    return 0.5 * (srt[n // 2 - 1] + srt[n // 2])
+    return 0.5 * srt[n // 2 - 1] + 0.5 * srt[n // 2]  # = (a + b) / 2 exactly, without overflowing to Inf
 
 
 @register
@@ -40,8 +42,8 @@ class CoordinateMedian(Defense):
     paper = "Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates, ICML 2018"
 
     def __init__(self, server_lr: float = 1.0):
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and server_lr > 0,
-                "server_lr", server_lr, "must be a number > 0")
+        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and math.isfinite(server_lr)
+                and server_lr > 0, "server_lr", server_lr, "must be a finite number > 0")
         self.server_lr = float(server_lr)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
-from ..sim.output import atomic_write_text, read_metrics_csv
+from ..sim.output import atomic_write_text, read_metrics_csv, read_sweep_index
 from .plots import plot_run, plot_sweep_curves
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
@@ -18,9 +17,7 @@ def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, 
     from ..sweep import collect_results, format_breakdown, time_breakdown
 
     sweep_dir = Path(sweep_dir)
-    if not (sweep_dir / "sweep.json").exists():
-        raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json); run `fedshield sweep` first")
-    index = json.loads((sweep_dir / "sweep.json").read_text())
+    index = read_sweep_index(sweep_dir)
     t = build_table(sweep_dir, reference)
     md = [f"# {index['name']}" + (f" (profile: {index['profile']})" if index.get("profile") else ""), "", render_markdown(t)]
     if t["has_reference"]:

@@ -9,6 +9,7 @@ Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summ
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,7 +21,8 @@ from ..config import ConfigError, ExperimentConfig, dump_config
 from ..attacks import RoundState
 from ..defenses import RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
-from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
+from .checkpoint import defense_state, load_checkpoint, restore_defense_state, save_model_file
+from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
 from .seeding import numpy_stream, torch_stream
 from .setup import Setup, build_setup
 
@@ -142,8 +144,13 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
         "train_s": round(t1 - t0, 4),
         "aggregate_s": round(t2 - t1, 4),
     }
-    row.update({f"info.{k}": (float(v) if isinstance(v, (int, float, bool)) else v) for k, v in agg.info.items()})
+    row.update({f"info.{k}": _info_value(v) for k, v in agg.info.items()})
     return agg.global_params, row
+
+
+def _info_value(v: Any) -> Any:
+    """A defense's info value as a metrics cell: numbers as float, anything else as text."""
+    return float(v) if isinstance(v, numbers.Real) else (v if isinstance(v, str) else str(v))
 
 
 def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -171,6 +178,8 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         "aggregate_s": round(sum(r["aggregate_s"] for r in rows), 2),
         "eval_s": round(sum(r.get("eval_s", 0.0) for r in rows), 2),
         "seconds": round(seconds, 2),
+        # rounds whose aggregate was non-finite: the defense kept the previous model (metrics.csv info.refused_reason)
+        "refused_rounds": sum(1 for r in rows if r.get("info.refused") == 1.0),
     }
 
 
@@ -189,6 +198,10 @@ def run_experiment(
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run; continue it with --resume or choose another --out")
+    prepare_out_dir(out)  # an unusable --out is reported before any data loads
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if state is not None and state["config"] != resolved:
+        raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
     setup = build_setup(cfg)
     pretrain: dict[str, Any] = {}
     if cfg.pretrain.rounds:
@@ -201,18 +214,14 @@ def run_experiment(
     params = setup.initial_params.clone()
     first = 1
     elapsed_before = 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != resolved:
-            raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
+    if state is not None:
         params, rows, first = state["global_params"], state["rows"], state["round"] + 1
-        setup.defense = state["defense"]
-        setup.attack_state = state.get("attack_state", {})
+        restore_defense_state(setup.defense, state["defense_state"], ckpt_path)
+        setup.attack_state = state["attack_state"]
         elapsed_before = state.get("seconds", 0.0)
         if not torch.equal(state["initial_params"], setup.initial_params):
             raise ConfigError(f"{out}: initial model differs from the checkpoint's; refusing to resume")
         log(f"resuming {out} from round {first}")
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", resolved)
     start_time = time.perf_counter()
 
@@ -232,13 +241,13 @@ def run_experiment(
         rows.append(row)
         seconds = elapsed_before + time.perf_counter() - start_time
         write_metrics_csv(out / "metrics.csv", rows)
-        atomic_torch_save(
+        save_model_file(
             {
                 "round": t,
                 "global_params": params,
                 "initial_params": setup.initial_params,
                 "rows": rows,
-                "defense": setup.defense,
+                "defense_state": defense_state(setup.defense),
                 "attack_state": setup.attack_state,
                 "config": resolved,
                 "seconds": seconds,
@@ -256,7 +265,7 @@ def run_experiment(
     summary = summarize(cfg, rows, seconds)
     summary.update(pretrain)
     final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
-    atomic_torch_save(final, out / "final_model.pt")
+    save_model_file(final, out / "final_model.pt")
     if cfg.post_training is not None:
         from .post_training import run_post_training
 

@@ -18,7 +18,19 @@ from .evaluate import Evaluator
 from .seeding import derive_seed, numpy_stream
 from .train import ParallelTrainer, TrainSettings
 
-__all__ = ["Setup", "build_setup", "train_settings", "global_trigger"]
+__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "check_device"]
+
+
+def check_device(device: str) -> None:
+    """:class:`ConfigError` naming ``device`` when this machine has no such device (checked before data loads)."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (index and int(index) >= count):
+            raise ConfigError(f"device={device!r} is not available on this machine ({count} CUDA device(s)); "
+                              "use device: cpu")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r} is not available on this machine; use device: cpu")
 
 
 def train_settings(tc: TrainConfig) -> TrainSettings:
@@ -86,6 +98,7 @@ class Setup:
 
 
 def build_setup(cfg: ExperimentConfig) -> Setup:
+    check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.data.dataset, cfg.data.root)
