@@ -16,6 +16,8 @@ never touch this module (their training loop is unchanged).
 
 from __future__ import annotations
 
+import math
+
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
@@ -71,7 +73,7 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     def check(v: Any) -> bool:
         if v is None:
             return nullable
-        if not _is_num(v):
+        if not _is_num(v) or not math.isfinite(v):  # NaN/Inf are never a parameter value
             return False
         if lo is not None and (v <= lo if lo_open else v < lo):
             return False
@@ -81,7 +83,7 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
-    rng = f"a number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    rng = f"a finite number in {'(-inf' if lo is None else left + str(lo)}, {'inf)' if hi is None else str(hi) + right}"
     if nullable:
         rng += " or null"
     return Param(default, check, rng, required, lambda v: None if v is None else float(v))

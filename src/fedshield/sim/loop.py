@@ -19,14 +19,14 @@ from torch import Tensor
 
 from ..config import ConfigError, ExperimentConfig, dump_config
 from ..attacks import RoundState
-from ..defenses import RoundInput
+from ..defenses import Aggregate, RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
 from .checkpoint import defense_state, load_checkpoint, restore_defense_state, save_model_file
 from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
 from .seeding import numpy_stream, torch_stream
 from .setup import Setup, build_setup
 
-__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]
+__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize", "finite_updates"]
 
 
 def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> list[int]:
@@ -119,18 +119,23 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
     selected = select_clients(cfg, setup.attackers, round_)
     updates, malicious, sizes = train_clients(setup, global_params, selected, round_)
     t1 = time.perf_counter()
+    stacked = torch.stack(updates)
+    keep = finite_updates(stacked, selected, round_)
     inp = RoundInput(
         global_params=global_params,
-        updates=torch.stack(updates),
+        updates=stacked[keep],
         layout=setup.layout,
         round=round_,
-        client_ids=selected,
-        num_samples=torch.tensor(sizes, dtype=torch.float32),
+        client_ids=[c for c, k in zip(selected, keep.tolist()) if k],
+        num_samples=torch.tensor(sizes, dtype=torch.float32)[keep],
         generator=torch_stream(cfg.seed, "defense", round_),
     )
     agg = setup.defense.aggregate(inp)
     t2 = time.perf_counter()
     mal = torch.tensor(malicious, dtype=torch.bool)
+    accepted = torch.zeros(len(selected), dtype=torch.bool)
+    accepted[keep] = agg.accepted.cpu()
+    agg = Aggregate(agg.global_params, accepted, agg.info)
     counts = detection_counts(agg.accepted, mal)
     row: dict[str, Any] = {
         "round": round_,
@@ -144,8 +149,23 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
         "train_s": round(t1 - t0, 4),
         "aggregate_s": round(t2 - t1, 4),
     }
+    if not bool(keep.all()):
+        dropped = [c for c, k in zip(selected, keep.tolist()) if not k]
+        row["dropped"] = len(dropped)
+        row["dropped_reason"] = f"non-finite (NaN/Inf) updates from client(s) {dropped}; not aggregated"
     row.update({f"info.{k}": _info_value(v) for k, v in agg.info.items()})
     return agg.global_params, row
+
+
+def finite_updates(updates: Tensor, client_ids: list[int], round_: int) -> Tensor:
+    """(n,) bool: which updates are finite. A non-finite update (an attack, or a client whose training
+    diverged) is dropped and recorded in the round's metrics row, as the Flower server drops such replies;
+    when every update of the round is non-finite nothing can be aggregated: ``ValueError`` naming the clients."""
+    keep = torch.isfinite(updates).all(dim=1)
+    if not bool(keep.any()):
+        raise ValueError(f"round {round_}: every update is non-finite (NaN/Inf), clients {client_ids}: local training "
+                         "diverged; lower train.lr (or attack.train.lr) or check the attack's parameters")
+    return keep
 
 
 def _info_value(v: Any) -> Any:
