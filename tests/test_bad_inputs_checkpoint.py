@@ -85,7 +85,7 @@ def test_planted_pickle_does_not_run_code(tmp_path, capsys):
     planted = tmp_path / "planted.pt"
     torch.save({"round": 1, "global_params": torch.zeros(3), "x": _Planted(str(marker))}, planted)
     with open(tmp_path / "plain.pkl", "wb") as f:  # the same payload as a plain pickle
-        pickle.dump(_Planted(str(marker)), f)
+        pickle.dump(_Planted(str(marker)), f, protocol=2)
     _resume_with(tmp_path, capsys, planted.read_bytes(), "not a safe fedshield checkpoint")
     with pytest.raises(CheckpointError):
         load_model_file(tmp_path / "plain.pkl")
