@@ -321,3 +321,29 @@ def test_a_good_tiny_run_still_exits_0(tmp_path, capsys):
     rc, out, err = cli(capsys, ["run", str(tiny_config(tmp_path)), "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 0 and "final_ma=" in out and "Traceback" not in err
     assert TINY["rounds"] == json.loads((tmp_path / "o" / "summary.json").read_text())["rounds_done"]
+
+
+# ------------------------------------------------------------------------------------------------ run: settings
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["attack.name=pixel", "attack.num_attackers=1", "attack.trigger={pattern: null, pixels: [[100, 100]]}"],
+         "trigger pixel (100, 100) lies outside a 28×28 image"),
+        (["attack.name=dba", "attack.num_attackers=1", "attack.attacker_ids=[99]"], "attack.attacker_ids [99]"),
+        (["attack.name=edge_case", "attack.num_attackers=1", "attack.params={source_class: 50}"], "source_class=50"),
+        (["defense.name=nope"], "unknown defense 'nope'"),
+        (["defense.params={bogus: 1}"], "bogus"),
+        (["defense.name=flame", "defense.params={lam: abc}"], "lam='abc' is invalid"),
+        (["defense.name=krum", "defense.params={f: 5}"], "f=5 needs 2f + 2 < n"),
+        (["post_training=flain"], "raise data.server_holdout"),
+    ],
+    ids=["trigger-pixel", "attacker-id", "source-class", "defense-name", "defense-param", "param-type",
+         "krum-f", "flain-holdout"],
+)
+def test_impossible_settings_name_the_setting(cfg, tmp_path, capsys, overrides, fragment):
+    argv = ["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]
+    for o in overrides:
+        argv += ["--set", o]
+    assert_clear_error(capsys, argv, fragment)
