@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ConfigError, config_from_dict, load_config, read_yaml_mapping
+from .config import config_from_dict, load_config, read_yaml_mapping
 
 __all__ = ["main"]
 
