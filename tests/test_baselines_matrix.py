@@ -1,4 +1,4 @@
-"""Baseline defenses (algorithms.md §4): known answers on small inputs a reader can check by hand."""
+"""Baseline defenses (docs/defenses.md): known answers on small inputs a reader can check by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Baselines that need a model or server data: FLTrust, CRFL, FedCC, DeepSight (algorithms.md §3.4, §4)."""
+"""Baselines that need a model or server data: FLTrust, CRFL, FedCC, DeepSight (docs/defenses.md)."""
 
 from __future__ import annotations
 

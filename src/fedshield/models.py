@@ -3,7 +3,7 @@
 Every model is a plain ``nn.Module``. Defenses never see modules: they see one flat vector per client whose
 order is fixed by :class:`ParamLayout` (the module's ``state_dict`` order, floating-point tensors only).
 Batch-norm running statistics travel in the same vector but are marked ``kind == "buffer"`` so that
-defenses can exclude them from distances, norms and noise (algorithms.md §0.3).
+defenses can exclude them from distances, norms and noise (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fang et al. (USENIX Security 2020) untargeted attack on Krum, full-knowledge variant (algorithms.md §5).
+"""Fang et al. (USENIX Security 2020) untargeted attack on Krum, full-knowledge variant (docs/attacks.md, Sources.4).
 
 With m clients of which c are attackers, the benign updates Δ_1..Δ_{m−c} known and the global model G:
 

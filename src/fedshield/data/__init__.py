@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors and client partitions (DESIGN.md, ``data/``; algorithms.md §1.7, §6).
+"""Datasets as in-memory tensors and client partitions (docs/architecture.md, ``data/``;
+docs/partitions.md).
 
 Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches) or a seed
 (synthetic) into tensors, and labels into per-client index tensors.

@@ -1,7 +1,8 @@
-"""Datasets as in-memory tensors, and where to find them (DESIGN.md, ``data/``).
+"""Datasets as in-memory tensors, and where to find them (docs/architecture.md, ``data/``).
 
 ``load_dataset(name)`` returns a :class:`Dataset` with images ``(N, C, H, W)`` float32 scaled to [0, 1] (no
-normalisation: Fedward and FLAIN feed raw [0, 1] pixels, algorithms.md §3.4) and int64 labels.
+normalisation, as in the Fedward authors' code: docs/defenses.md, Fedward.5; FLAIN's code standardises,
+docs/defenses.md, FLAIN.5) and int64 labels.
 
 Where the files are looked for, in order (the first complete folder wins):
 

@@ -1,4 +1,4 @@
-"""Client partitions of a labelled dataset (algorithms.md §1.7 and §6).
+"""Client partitions of a labelled dataset (docs/partitions.md).
 
 Every function is pure and deterministic for a ``seed`` (all randomness comes from
 ``numpy.random.default_rng(seed)``), uses every sample at most once, and returns one sorted int64 index
@@ -103,7 +103,7 @@ def iid(num_samples_or_indices: int | Tensor, num_clients: int, seed: int) -> li
 
 
 def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list[Tensor]:
-    """Per-class Dirichlet split (§6.1).
+    """Per-class Dirichlet split (docs/partitions.md, Dirichlet).
 
     For each class c in ascending order: shuffle its samples, draw p ~ Dir(alpha·1_K), and let client k take
     the next ``round(|c|·p_k)`` samples, truncated at the end of the list. Rounding can leave a few samples of
@@ -128,7 +128,7 @@ def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list
 def deg_niid(
     labels: Tensor, num_clients: int, fraction: float, seed: int, num_classes: int | None = None
 ) -> list[Tensor]:
-    """FLAME's Deg_nIID split (§1.7).
+    """FLAME's Deg_nIID split (docs/partitions.md, DegNIID).
 
     Client k belongs to group ``k % L`` (L = ``num_classes``, default ``max(labels) + 1``). Every client gets
     ``n_c = N // K`` samples: first ``round(fraction·n_c)`` of its group's class, drawn without replacement
@@ -162,7 +162,7 @@ def deg_niid(
 
 
 def fang_q(labels: Tensor, num_clients: int, q: float, seed: int, num_classes: int | None = None) -> list[Tensor]:
-    """Fang et al.'s / FLTrust's degree of non-IID (§6.2).
+    """Fang et al.'s / FLTrust's degree of non-IID (docs/partitions.md, FangQ).
 
     Client k belongs to group ``k % L`` (L = ``num_classes``); ``num_clients >= L`` so no group is empty. A
     sample with label l goes to group l with probability q, else to one of the other L − 1 groups uniformly,

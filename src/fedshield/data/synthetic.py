@@ -1,4 +1,4 @@
-"""A deterministic synthetic image-classification dataset for fast tests (DESIGN.md, ``data/``).
+"""A deterministic synthetic image-classification dataset for fast tests (docs/architecture.md, ``data/``).
 
 Each class has a fixed random prototype image: smooth blobs made by upsampling a random 7×7 grid. A sample
 is its class prototype with a random contrast in [0.6, 1.0] plus Gaussian pixel noise (std 0.25), clipped to

@@ -1,7 +1,7 @@
 """Adaptive Federated Averaging (Muñoz-González, Co, Lupu, "Byzantine-Robust Federated Machine Learning through
 Adaptive Model Averaging", arXiv 1909.05125, 2019).
 
-algorithms.md §4 notes that AFA was **not researched** for this project: the paper's text was not read. What is
+AFA was **not researched** for this project (docs/defenses.md, AFA): the paper's text was not read. What is
 below follows the algorithm as it is commonly summarised; every detail that could not be checked against the
 paper is tagged [U].
 
@@ -21,8 +21,9 @@ Per round, among the clients that are not blocked:
    Beta(α_k, β_k) exceeds δ = 0.95 (the regularised incomplete beta function I_{0.5}(α_k, β_k)).
 
 Blocked clients never enter the aggregate (accepted = False). Cosines use the trainable coordinates only (float64);
-batch-norm buffers are the plain mean over the accepted clients (algorithms.md §0.3). The reputation state is a
-pair of plain dicts keyed by client id plus a dict of blocked ids, so the defense pickles with checkpoints.
+batch-norm buffers are the plain mean over the accepted clients (docs/defenses.md, Conventions.3). The reputation
+state is a pair of plain dicts keyed by client id plus a dict of blocked ids, so the defense pickles with
+checkpoints.
 """
 
 from __future__ import annotations

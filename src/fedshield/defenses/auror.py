@@ -1,5 +1,5 @@
 """Auror (Shen, Tople, Saxena, "Auror: Defending Against Poisoning Attacks in Collaborative Deep Learning Systems",
-ACSAC 2016; algorithms.md §4).
+ACSAC 2016; docs/defenses.md, Auror).
 
 1. For every feature (coordinate) of the updates, cluster the n clients' values with 2-means. If the distance
    between the two centres exceeds α the feature is *indicative* (α = 0.02 for MNIST, 0.0045 for GTSRB in the
@@ -17,7 +17,7 @@ Choices [U]: the paper computes the indicative features over its first training 
 everything is recomputed every round from that round's updates. Features are the trainable coordinates (or those
 of the layers named in ``layer``); ``max_features`` samples a subset of them uniformly without replacement with
 ``inp.generator`` each round (for large models). Batch-norm buffers never are features and are the plain mean of
-the accepted clients (algorithms.md §0.3).
+the accepted clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

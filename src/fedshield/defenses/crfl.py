@@ -1,6 +1,6 @@
 """CRFL (Xie, Chen, Chen, Li, "CRFL: Certifiably Robust Federated Learning against Backdoor Attacks", ICML 2021).
 
-The paper text was not read; this follows the authors' code ``AI-secure/CRFL`` as summarised in algorithms.md §4 [C]
+The paper text was not read; this follows the authors' code ``AI-secure/CRFL`` (docs/defenses.md, CRFL.1) [C]
 (``main.py``, ``configs/*.yaml``, ``smooth_mnist.py``, ``certify_mnist.py``).
 
 Training, one round (``variant="paper"``, the default):
@@ -26,7 +26,7 @@ Test time (parameter smoothing, the ``smooth_*.py``/``certify_*.py`` scripts): :
 :func:`certify` below are pure functions; :func:`crfl_certified_magnitude` is the authors' bound on the backdoor
 magnitude.
 
-``variant="fedward_code"`` reproduces the "crfl" baseline of the Fedward authors' code (algorithms.md §3.4) [C],
+``variant="fedward_code"`` reproduces the "crfl" baseline of the Fedward authors' code (docs/defenses.md, CRFL.4) [C],
 which is not CRFL: FLAME-style clipping of every update to the median update norm S_t, FedAvg (uniform mean) of
 all clipped updates, and Gaussian noise of std λ·S_t (λ = ``lam`` = 1e-4) on every trainable coordinate.
 """

@@ -1,5 +1,5 @@
 """DeepSight (Rieger, Nguyen, Miettinen, Sadeghi, "DeepSight: Mitigating Backdoor Attacks in Federated Learning
-Through Deep Model Inspection", NDSS 2022), Algorithm 1 as summarised in algorithms.md §4 [P].
+Through Deep Model Inspection", NDSS 2022), Algorithm 1 (docs/defenses.md, DeepSight) [P].
 
 One round: filtering → clipping → FedAvg.
 
@@ -26,7 +26,7 @@ own) is accepted iff its share of suspicious updates is < τ = 1/3.
 
 Clipping and aggregation: λ_i = min(1, S / ‖Δ_i‖) with S = the median L2 norm of **all** updates (trainable
 coordinates), and G ← G + mean of the clipped accepted updates (uniform). Batch-norm buffers: plain mean of the
-accepted clients' buffer updates (algorithms.md §0.3). If nothing is accepted the global model is kept.
+accepted clients' buffer updates (docs/defenses.md, Conventions.3). If nothing is accepted the global model is kept.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """FedCC (Jeong, Son, Kim, Lee, "FedCC: Robust Federated Learning against Model Poisoning Attacks", arXiv 2212.01976).
 
-The paper text was not read; algorithms.md §4 summarises the abstract and the authors' 2025 code
+The paper text was not read; docs/defenses.md, FedCC summarises the abstract and the authors' 2025 code
 (``HyejunJeong/FedCC`` ``src/aggregate.py``, ``src/cka.py``) [P-abs + C]. One round (``variant="paper"``):
 
 1. Penultimate-layer representation (PLR) of each client: the weight matrix of the second-to-last linear layer of
@@ -22,7 +22,7 @@ The paper text was not read; algorithms.md §4 summarises the abstract and the a
    The 2025 code's layer-wise aggregation (softmax-normalised similarity weights for the other layers, the
    benign cluster only for the penultimate layer) is **not implemented**.
 
-``variant="fedward_code"`` reproduces the Fedward authors' "fedcc" baseline (algorithms.md §3.4) [C]: sklearn
+``variant="fedward_code"`` reproduces the Fedward authors' "fedcc" baseline (docs/defenses.md, FedCC.3) [C]: sklearn
 ``KMeans(n_clusters=2, n_init=10)`` on the concatenated *output layer* weight + bias **updates** (no CKA), with
 ``random_state`` drawn from ``inp.generator``; the mean of the larger cluster's updates (ties: the cluster sklearn
 labels 0).

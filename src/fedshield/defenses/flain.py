@@ -1,8 +1,8 @@
 """FLAIN (Ding, Yang, Huang, "FLAIN: Mitigating Backdoor Attacks in Federated Learning via Flipping Weight Updates
 of Low-Activation Input Neurons", arXiv 2408.08655; ICMR 2025): a post-training repair, not an aggregator.
 
-Algorithm (algorithms.md §2.2; the paper's full text could not be read, so the steps follow the abstract and the
-authors' code ``FLAIN/src/defense_*.py``):
+Algorithm (docs/defenses.md, FLAIN.2 and FLAIN.3; the paper's full text could not be read, so the steps follow the
+abstract and the authors' code ``FLAIN/src/defense_*.py``):
 
 1. U = W_T.fc − W_0.fc, the cumulative update of the analysed layer's weight (bias untouched), and
    N0 = ‖W_T.fc‖_F;
@@ -95,7 +95,7 @@ def aux_split(train_y: Tensor, per_class: int, seed: int, exclude: Tensor | None
 
 
 class FLAIN:
-    """FLAIN post-training repair (algorithms.md §2.2).
+    """FLAIN post-training repair (docs/defenses.md, FLAIN.3).
 
     Parameters
     ----------
@@ -168,7 +168,7 @@ class FLAIN:
         aux_y: Tensor,
         batch_size: int = 1000,
     ) -> FlainResult:
-        """Flip the low-activation input columns of the layer's weight update (algorithms.md §2.2, steps 1–4).
+        """Flip the low-activation input columns of the layer's weight update (docs/defenses.md, FLAIN.2).
 
         ``model`` gives the architecture only (it is copied, never modified); ``initial_params`` is W_0 as stored
         at the start of the FL run, ``final_params`` is W_T, both flat in ``ParamLayout.from_module(model)``

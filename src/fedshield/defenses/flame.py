@@ -1,19 +1,20 @@
 """FLAME (Nguyen et al., "FLAME: Taming Backdoors in Federated Learning", USENIX Security 2022; arXiv 2101.02281).
 
-One round of Algorithm 1 (algorithms.md §1.1), on the (n × d) matrix at once:
+One round of Algorithm 1 (docs/defenses.md, FLAME.1), on the (n × d) matrix at once:
 
 * line 6, Eq. (2): pairwise cosine distances c_ij = 1 − <W_i, W_j> / (‖W_i‖ ‖W_j‖) (one matmul);
 * line 7: HDBSCAN on the precomputed distances, ``min_cluster_size = n//2 + 1``, paper ``min_samples = 1``,
-  ``allow_single_cluster=True`` (App. E; §1.2); the admitted models are the points not labelled noise;
-* lines 8–9: e_i = ‖W_i − G_{t−1}‖₂ and S_t = median(e_1, …, e_n) over ALL n clients (paper §4.3, algorithms.md §1.2: "the
-  rejected models are also considered");
+  ``allow_single_cluster=True`` (App. E; docs/defenses.md, FLAME.3); the admitted models are the points not
+  labelled noise;
+* lines 8–9: e_i = ‖W_i − G_{t−1}‖₂ and S_t = median(e_1, …, e_n) over ALL n clients (paper §4.3: "the rejected
+  models are also considered"; docs/defenses.md, FLAME.5);
 * line 10: W^c_i = G + Δ_i · min(1, S_t / e_i);
 * line 11: G_t = unweighted mean of the admitted clipped models;
 * lines 12–13: σ = λ·S_t with λ = (1/ε)·sqrt(2 ln(1.25/δ)); G*_t = G_t + N(0, σ²), once, on every trainable
   coordinate.
 
 Batch-norm buffers (layout kind ``"buffer"``) are excluded from distances, norms and noise and aggregated by the
-plain mean of the admitted clients' values (algorithms.md §0.3).
+plain mean of the admitted clients' values (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ class FLAME(Defense):
     min_samples:
         HDBSCAN ``min_samples`` in the convention of the McInnes ``hdbscan`` library the paper used (App. E:
         ``min_samples = 1``, the default). ``sklearn.cluster.HDBSCAN`` counts the point itself, so it is called
-        with ``min_samples + 1`` (scikit-learn PR #28465; algorithms.md §1.2).
+        with ``min_samples + 1`` (scikit-learn PR #28465; docs/defenses.md, FLAME.3).
     allow_single_cluster:
         must be True: with ``min_cluster_size > n/2`` the only candidate cluster is the root, and with False every
-        client comes out as noise (algorithms.md §1.2 [X]).
+        client comes out as noise (docs/defenses.md, FLAME.3 [X]).
     all_noise_policy:
         what to do if HDBSCAN labels every client noise (the paper does not say): ``"admit_all"`` (default, as the
         reimplementations do) or ``"reject_all"`` (no client enters; G_t = G_{t−1}, plus noise if enabled).
@@ -171,7 +172,7 @@ class FLAME(Defense):
             raise ParameterError(
                 f"allow_single_cluster={allow_single_cluster!r} is invalid; allowed: True only. With "
                 "min_cluster_size > n/2 no split of the condensed tree can yield two clusters, so the root is the "
-                "only candidate and allow_single_cluster=False labels every client noise (algorithms.md §1.2)"
+                "only candidate and allow_single_cluster=False labels every client noise (docs/defenses.md, FLAME.3)"
             )
         require(all_noise_policy in ("admit_all", "reject_all"), "all_noise_policy", all_noise_policy,
                 "allowed: 'admit_all', 'reject_all'")

@@ -1,6 +1,6 @@
 """FLTrust (Cao, Fang, Liu, Gong, "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021).
 
-One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (algorithms.md §4) [P]:
+One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (docs/defenses.md, FLTrust.1) [P]:
 
 * the server trains its own update g_0 on a small clean root set D_0 (default 100 samples), starting from the
   current global model, with the same kind of local procedure the clients run;
@@ -12,9 +12,9 @@ One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (algorithms.md §4) [P
 Conventions (not fixed by the paper):
 
 * Cosines and norms use the trainable coordinates only; batch-norm buffers (layout kind ``"buffer"``) are
-  aggregated by the TS-weighted mean of the raw buffer updates, without rescaling [U, algorithms.md §0.3].
+  aggregated by the TS-weighted mean of the raw buffer updates, without rescaling [U, docs/defenses.md, Conventions.3].
 * If every TS_i is 0 (or the server update is 0), the global model is kept and ``info["all_zero"] = 1``
-  [U; SAFEFL and zhmzm do this, algorithms.md §4].
+  [U; SAFEFL and zhmzm do this, docs/defenses.md, FLTrust.2].
 * Root set: the first ``root_size`` samples of ``context.server_data`` taken class-balanced where possible
   (round-robin over classes in order of the held-out slice; classes with too few samples are filled from the
   others) [U: the paper samples D_0 uniformly from the training data; the simulator's holdout is already

@@ -1,5 +1,5 @@
 """FoolsGold (Fung, Yoon, Beschastnikh, "Mitigating Sybils in Federated Learning Poisoning", arXiv 1808.04866 /
-RAID 2020), Algorithm 1, as specified in algorithms.md §4:
+RAID 2020), Algorithm 1 (docs/defenses.md, FoolsGold):
 
 1. history: H_i ← H_i + Δ_i for every client of the round (H_i kept per client id across rounds);
 2. cs_ij = cos(H_i, H_j) with the diagonal removed; v_i = max_j cs_ij;
@@ -12,7 +12,7 @@ RAID 2020), Algorithm 1, as specified in algorithms.md §4:
 Notes and choices:
 
 * Step 5 typesetting: the paper prints "ln(w/(1−w) + 0.5)"; the authors' code and the Fedward port put the +0.5
-  outside the logarithm (algorithms.md §4). We follow the code: ln(w/(1−w)) + 0.5. w = 0 gives −∞ → 0.
+  outside the logarithm (docs/defenses.md, FoolsGold). We follow the code: ln(w/(1−w)) + 0.5. w = 0 gives −∞ → 0.
 * "Diagonal removed" is implemented as in the authors' code, cs − I: the diagonal becomes 0, so v_i ≥ 0 and the
   maxima in steps 2 and 4 are taken over j ≠ i together with 0. This only matters when all of a client's
   similarities are negative (w_i = 1 either way) and keeps the pardoning ratio v_i / v_j well defined.
@@ -22,7 +22,7 @@ Notes and choices:
 * If every weight is 0 (e.g. all histories identical) the global model's trainable part is unchanged.
 * Histories live in ``self.history`` (client id → float32 tensor of the trainable coordinates), a plain dict of
   tensors, so the defense pickles with checkpoints.
-* Batch-norm buffers are the plain mean over the clients with w > 0 (algorithms.md §0.3).
+* Batch-norm buffers are the plain mean over the clients with w > 0 (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class FoolsGold(Defense):
     kappa:
         confidence κ > 0 of the logit (default 1, the paper's value).
     normalize:
-        True (default) divides by Σ_k w_k: a weighted average. False is the update as algorithms.md §4 writes
-        it, G ← G + Σ_k w_k Δ_k, a weighted *sum*: right when each Δ_k is one SGD gradient step (FoolsGold's own
-        setting), but with multi-epoch FL updates it is about n times a FedAvg step and diverged in our
+        True (default) divides by Σ_k w_k: a weighted average. False is the paper's step 6
+        (docs/defenses.md, FoolsGold), G ← G + Σ_k w_k Δ_k, a weighted *sum*: right when each Δ_k is one SGD
+        gradient step (FoolsGold's own setting), but with multi-epoch FL updates it is about n times a FedAvg step and diverged in our
         Fashion-MNIST run (lenet, 10 clients per round: MA 0.10 after 10 rounds).
 
     ``accepted`` = w > 0. ``info``: min/max weight, number of clients with weight 0.

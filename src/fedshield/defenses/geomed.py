@@ -1,6 +1,7 @@
 """Geometric median by the smoothed Weiszfeld algorithm: RFA (Pillutla, Kakade, Harchaoui, "Robust Aggregation for
-Federated Learning", IEEE Trans. Signal Processing 2022), the paper's smoothed Weiszfeld algorithm. RFA is not
-covered by algorithms.md; the formulas below are the paper's as published, the algorithm numbering was not checked [U].
+Federated Learning", IEEE Trans. Signal Processing 2022), the paper's smoothed Weiszfeld algorithm;
+docs/defenses.md, GeoMed. The formulas below are the paper's as published, the algorithm numbering was not
+checked [U].
 
     minimise g(v) = Σ_i α_i ‖v − Δ_i‖,   α_i ∝ n_i (or uniform), Σ α_i = 1
     iterate:  β_i = α_i / max(ν, ‖v − Δ_i‖);   v ← Σ_i β_i Δ_i / Σ_i β_i
@@ -9,7 +10,7 @@ starting from the weighted mean. The loop stops after ``max_iter`` iterations or
 objective |g(v_old) − g(v_new)| ≤ tol · g(v_new). ν > 0 keeps the weights finite when v lands on a data point.
 
 Distances and the objective use only trainable coordinates (in float64); batch-norm buffers are the plain mean of
-all clients (algorithms.md §0.3).
+all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

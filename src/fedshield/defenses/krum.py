@@ -1,7 +1,7 @@
 """Krum and Multi-Krum (Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent",
-NIPS 2017; algorithms.md §4).
+NIPS 2017; docs/defenses.md, Krum).
 
-For each of the n updates V_i the score is (the paper's definition of Krum; algorithms.md §4 [P])
+For each of the n updates V_i the score is (the paper's definition of Krum; docs/defenses.md, Krum [P])
 
     s(i) = Σ_{j ∈ N_i} ‖V_i − V_j‖²,   N_i = the n − f − 2 updates closest to V_i (i itself excluded),
 
@@ -11,7 +11,7 @@ the paper's experiments use m = n − f.
 
 All pairwise distances come from one matmul, ‖a‖² + ‖b‖² − 2⟨a, b⟩ clamped at 0, in float64. Only trainable
 coordinates enter the distances; batch-norm buffers (layout kind ``"buffer"``) are averaged plainly over the
-selected clients (algorithms.md §0.3).
+selected clients (docs/defenses.md, Conventions.3).
 
 This module also holds two helpers shared by the other baselines: :func:`pairwise_sq_distances` and
 :func:`assemble` (new global model from an aggregated trainable update plus the buffers' plain mean).

@@ -1,9 +1,9 @@
 """Coordinate-wise median (Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed Learning: Towards
-Optimal Statistical Rates", ICML 2018; algorithms.md §4): g_k = med{Δ^i_k : i = 1..n} for every coordinate k.
+Optimal Statistical Rates", ICML 2018; docs/defenses.md, Median): g_k = med{Δ^i_k : i = 1..n} for every coordinate k.
 
 For even n the median is the mean of the two middle values (the usual definition, as numpy; ``torch.median``
 would return the lower one). Only trainable coordinates take the median; batch-norm buffers are the plain mean of
-all clients (algorithms.md §0.3).
+all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Norm clipping and weak differential privacy (Sun, Kairouz, Suresh, McMahan, "Can You Really Backdoor Federated
-Learning?", arXiv 1911.07963, 2019; algorithms.md §4).
+Learning?", arXiv 1911.07963, 2019; docs/defenses.md, NormClipping).
 
 * Norm clipping: every update is scaled to norm at most M,
   Δ_k ← Δ_k / max(1, ‖Δ_k‖₂ / M), then the usual FedAvg: G ← G + η Σ_k n_k Δ_k / Σ_k n_k.
 * Weak DP: additionally add Gaussian noise to every trainable coordinate of the aggregate.
-  **Inconsistency inside the paper** (algorithms.md §4): the text says "Gaussian noise with *variance* 0.025",
+  **Inconsistency inside the paper** (docs/defenses.md, NormClipping): the text says "Gaussian noise with *variance* 0.025",
   Fig. 4's legend says "σ = 0.025". We take ``noise_std`` as the standard deviation σ, as the edge-case authors'
   code does (weak DP there: norm bound 2, stddev 0.025).
 
 Norms are taken over trainable coordinates only; batch-norm buffers are neither clipped nor noised and are the
-plain mean of all clients (algorithms.md §0.3).
+plain mean of all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

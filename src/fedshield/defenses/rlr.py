@@ -1,13 +1,13 @@
 """Robust learning rate (Ozdayi, Kantarcioglu, Gel, "Defending against Backdoors in Federated Learning with Robust
 Learning Rate", AAAI 2021). The rule (the paper's robust-learning-rate definition; equation numbers not checked [U];
-the same rule is in the FLAIN authors' code, algorithms.md §2.3 [C]):
+the same rule is in the FLAIN authors' code, docs/defenses.md, RLR [C]):
 
     η_θ,k = +η  if |Σ_i sgn(Δ_i,k)| ≥ θ,   −η otherwise       (per coordinate k)
     G_t = G_{t−1} + η_θ ⊙ (Σ_i n_i Δ_i / Σ_i n_i)
 
 i.e. coordinates on which fewer than θ more clients agree in sign get the learning rate flipped. sgn(0) = 0.
 Only trainable coordinates are considered; batch-norm buffers are the plain mean of all clients, never flipped
-(algorithms.md §0.3).
+(docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Coordinate-wise trimmed mean (Yin et al., ICML 2018, Definition 2; algorithms.md §4).
+"""Coordinate-wise trimmed mean (Yin et al., ICML 2018, Definition 2; docs/defenses.md, TrimmedMean).
 
 For every coordinate the k largest and the k smallest of the n values are dropped and the remaining n − 2k are
 averaged. k is given either as a fraction ``beta`` ∈ [0, ½) of n, with k = ⌊β·n⌋ (Yin et al.'s β-trimmed mean;
 the rounding is not stated in the paper, we round down [U]), or directly as a count ``trim`` (Fang et al. 2020 /
 FLTrust, where "β" is the number of attackers c). 2k < n is required.
 
-Only trainable coordinates are trimmed; batch-norm buffers are the plain mean of all clients (algorithms.md §0.3).
+Only trainable coordinates are trimmed; batch-norm buffers are the plain mean of all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations

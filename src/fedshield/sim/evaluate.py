@@ -1,6 +1,6 @@
 """Main-task accuracy (MA) and backdoor accuracy (BA) of a flat global model.
 
-BA follows the convention of the Fedward and FLTrust code (algorithms.md §0.3): the test images whose true
+BA follows the convention of the Fedward and FLTrust code (docs/defenses.md, Conventions.5): the test images whose true
 label is not the target, stamped with the global trigger; BA is the share classified as the target. An attack
 may supply its own backdoor test set instead (``backdoor_set``: images and the labels the attacker wants,
 e.g. the held-out images of an edge-case sub-population); BA is then the share classified as those labels.

@@ -2,7 +2,8 @@
 
 One working model is reused for every client (its parameters are overwritten from the global vector),
 batches are index slices of the client's tensors, and nothing in the step loop synchronises with Python
-(no ``.item()``). ``channels_last`` is used for 4-D inputs where it is faster on this CPU (performance.md).
+(no ``.item()``). ``channels_last`` is used for 4-D inputs where it is faster on this CPU
+(docs/performance.md, Training).
 """
 
 from __future__ import annotations
@@ -157,9 +158,9 @@ class LocalTrainer:
 class ParallelTrainer:
     """Trains several clients at once in ``workers`` Python threads, one model and one intra-op thread each.
 
-    On this CPU two single-threaded clients side by side beat one client on two threads (performance.md);
-    torch releases the GIL inside its kernels, so threads suffice. Each client's result depends only on
-    its own generator and the global model, so it is the same whichever worker trains it; with the default
+    On this CPU two single-threaded clients side by side beat one client on two threads
+    (docs/performance.md, Training); torch releases the GIL inside its kernels, so threads suffice. Each
+    client's result depends only on its own generator and the global model, so it is the same whichever worker trains it; with the default
     ``workers`` fixed in the config (not the machine's core count) results do not depend on the machine.
     ``workers=1`` trains sequentially with torch's own threading.
     """
