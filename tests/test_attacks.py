@@ -17,7 +17,8 @@ from fedshield.attacks import (
     validate_attack_params,
 )
 from fedshield.attacks.base import AttackContext
-from fedshield.attacks.fang import craft_fang_krum, fang_lambda_max, krum_select
+from fedshield.attacks.fang import craft_fang_krum, fang_lambda_max
+from fedshield.core.numeric import krum_select
 from fedshield.attacks.model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, topk_mask
 from fedshield.cli import main
 from fedshield.config import ConfigError, config_from_dict
@@ -169,7 +170,7 @@ def test_blended_trigger_formula_and_seeded_pattern():
 def test_model_alignment_draws_pdr_in_range_per_round():
     layout = ParamLayout.from_module(build_model("small_cnn"))
     a = build_attack("alignment", {}, AttackContext(trigger=None))
-    from fedshield.sim.seeding import torch_stream
+    from fedshield.core.seeding import torch_stream
 
     draws = []
     for r in range(1, 21):

@@ -25,7 +25,7 @@ from fedshield.flower.runconfig import (  # noqa: E402
     experiment_from_run_config,
 )
 from fedshield.sim.loop import train_clients  # noqa: E402
-from fedshield.sim.seeding import torch_stream  # noqa: E402
+from fedshield.core.seeding import torch_stream  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "flower"
 RC = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=none"}

@@ -13,6 +13,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .core.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
@@ -21,10 +23,6 @@ __all__ = [
     "config_from_dict",
     "dump_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names each offending key."""
 
 
 class _Strict(BaseModel):

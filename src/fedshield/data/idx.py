@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.errors import DataFileError, DataNotFoundError
+
 __all__ = [
     "DataFileError",
     "DataNotFoundError",
@@ -45,14 +47,6 @@ _IDX_DTYPES: Final[dict[int, np.dtype]] = {
 _CODE_OF_KIND: Final[dict[tuple[str, int], int]] = {
     (dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()
 }
-
-
-class DataFileError(ValueError):
-    """A data file exists but is malformed (wrong magic, truncated, extra bytes, bad shape or keys)."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A dataset could not be found anywhere it was looked for; the message lists the places and the fix."""
 
 
 def _read_bytes(path: Path) -> bytes:

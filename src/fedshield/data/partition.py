@@ -10,13 +10,16 @@ and then returns indices into the full ``labels`` tensor.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Callable, Final
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.registry import Registry
+
 __all__ = [
+    "PARTITIONS",
     "PARTITION_METHODS",
     "iid",
     "dirichlet",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 PARTITION_METHODS: Final = ("iid", "dirichlet", "deg_niid", "fang_q")
+PARTITIONS: Registry[Callable[..., list[Tensor]]] = Registry("partition")
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -187,6 +191,12 @@ def fang_q(labels: Tensor, num_clients: int, q: float, seed: int, num_classes: i
 
 
 # --------------------------------------------------------------------------------------------- dispatch
+
+
+PARTITIONS.register(iid, "iid", "uniformly at random, equal sizes")
+PARTITIONS.register(dirichlet, "dirichlet", "label skew: class shares per client ~ Dirichlet(alpha) (data.alpha)")
+PARTITIONS.register(deg_niid, "deg_niid", "FLAME's degree of non-IID: a share (data.fraction) from one class group")
+PARTITIONS.register(fang_q, "fang_q", "Fang et al.'s q: a client's main group gets probability q (data.q)")
 
 
 def partition(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .datasets import Dataset
+from .dataset import Dataset
 
 __all__ = ["make_synthetic"]
 

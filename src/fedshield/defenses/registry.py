@@ -4,30 +4,31 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..core.registry import Registry
 from .base import Defense, DefenseContext
 
-_REGISTRY: dict[str, type[Defense]] = {}
+__all__ = ["DEFENSES", "register", "available_defenses", "get_defense_class", "build_defense", "validate_defense"]
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
 def register(cls: type[Defense]) -> type[Defense]:
     """Class decorator: make ``cls`` available under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"defense name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return DEFENSES.register(cls)
 
 
 def available_defenses() -> dict[str, type[Defense]]:
     """Name → class, sorted by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return DEFENSES.items()
 
 
 def get_defense_class(name: str) -> type[Defense]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown defense {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return DEFENSES.get(name)
+
+
+def validate_defense(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Config-time check of a defense name and its parameters (nothing is built)."""
+    return get_defense_class(name).validate(params)
 
 
 def build_defense(name: str, params: Mapping[str, Any] | None = None, context: DefenseContext | None = None) -> Defense:

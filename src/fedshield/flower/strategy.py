@@ -29,7 +29,7 @@ from torch import Tensor
 from ..defenses import Defense, RoundInput
 from ..metrics import detection_counts
 from ..models import ParamLayout
-from ..sim.seeding import torch_stream
+from ..core.seeding import torch_stream
 from .records import MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
 
 __all__ = ["FedShieldStrategy", "ParsedReply"]

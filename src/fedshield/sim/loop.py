@@ -21,7 +21,7 @@ from ..attacks import RoundState
 from ..defenses import RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
 from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
-from .seeding import numpy_stream, torch_stream
+from ..core.seeding import numpy_stream, torch_stream
 from .setup import Setup, build_setup
 
 __all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..defenses.fedavg import weighted_mean
 from .output import atomic_torch_save
-from .seeding import numpy_stream, torch_stream
+from ..core.seeding import numpy_stream, torch_stream
 
 __all__ = ["pretrain_cache_dir", "pretrain_shaping", "pretrain_key", "pretrained_params"]
 

@@ -15,7 +15,7 @@ from ..data import Dataset, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
 from ..models import ParamLayout, build_model, flatten_params
 from .evaluate import Evaluator
-from .seeding import derive_seed, numpy_stream
+from ..core.seeding import derive_seed, numpy_stream
 from .train import ParallelTrainer, TrainSettings
 
 __all__ = ["Setup", "build_setup", "train_settings", "global_trigger"]
