@@ -20,7 +20,6 @@ from fedshield.flower import FedShieldStrategy, MalformedReply, arrayrecord_to_f
 from fedshield.flower.client_app import make_client_app  # noqa: E402
 from fedshield.flower.common import setup_for_run_config  # noqa: E402
 from fedshield.flower.runconfig import (  # noqa: E402
-    attack_scale,
     client_id_from_node_config,
     experiment_from_run_config,
 )
@@ -193,8 +192,6 @@ def test_run_config_resolution(tmp_path):
     with pytest.raises(ConfigError, match="partition-id"):
         client_id_from_node_config({}, cfg)
     assert client_id_from_node_config({"partition-id": 2, "num-partitions": 3}, cfg) == 2
-    assert attack_scale({"attack-scale": 20}, {"attack-scale": 5.0}) == 20.0
-    assert attack_scale({}, {"attack-scale": 5.0}) == 5.0 and attack_scale({}, {}) == 1.0
 
 
 def test_fedshield_imports_without_flower():
@@ -218,17 +215,3 @@ def test_fedshield_imports_without_flower():
     assert r.returncode == 0, r.stderr
 
 
-def test_attack_scale_stand_in_scales_only_attackers(setup):
-    """``attack-scale`` (node config) multiplies a malicious client's update; benign nodes ignore it."""
-    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=pixel"}
-    cfg, s = setup_for_run_config(rc, APP)
-    client = make_client_app(APP)
-    for pid, scale, expect in ((2, 10.0, 10.0), (0, 10.0, 1.0)):
-        ctx = Context(run_id=1, node_id=7, node_config={"partition-id": pid, "num-partitions": 3, "attack-scale": scale},
-                      state=RecordDict(), run_config=rc)
-        reply = client(_train_message((cfg, s), 1), ctx)
-        updates, malicious, _ = train_clients(s, s.initial_params, [pid], 1)
-        assert malicious[0] == (pid == 2)
-        got = arrayrecord_to_flat(reply.content["arrays"], s.layout) - s.initial_params
-        assert torch.allclose(got, expect * updates[0], atol=1e-5)
-        assert reply.content["metrics"]["malicious"] == int(pid == 2)

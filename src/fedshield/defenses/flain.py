@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from ..core.numeric import is_bool, is_finite_number, is_int, is_number
 from ..models import ParamLayout, load_flat_params
 from .base import require
+from .registry import POST_TRAINING
 
 __all__ = ["FLAIN", "FlainResult", "aux_split", "find_layer"]
 
@@ -95,6 +97,7 @@ def aux_split(train_y: Tensor, per_class: int, seed: int, exclude: Tensor | None
     return torch.sort(torch.cat(picks)).values
 
 
+@POST_TRAINING.register
 class FLAIN:
     """FLAIN post-training repair (algorithms.md §2.2).
 
@@ -112,6 +115,11 @@ class FLAIN:
     rescale:
         rescale the layer's weight to its original Frobenius norm ‖W_T.fc‖_F at the stopping point (default True).
     """
+
+    name: ClassVar[str] = "flain"
+    summary: ClassVar[str] = ("post-training repair: flip the cumulative update of the low-activation input neurons "
+                             "of the first dense layer while the auxiliary accuracy drop stays acceptable")
+    paper: ClassVar[str] = "Ding et al., FLAIN, arXiv 2408.08655 (ICMR 2025)"
 
     def __init__(
         self,

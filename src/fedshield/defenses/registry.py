@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..core.params import spec_from_signature, validate_params
 from ..core.registry import Registry
 from .base import Defense, DefenseContext
 
-__all__ = ["DEFENSES", "register", "available_defenses", "get_defense_class", "build_defense", "validate_defense"]
+__all__ = [
+    "DEFENSES",
+    "POST_TRAINING",
+    "register",
+    "available_defenses",
+    "get_defense_class",
+    "build_defense",
+    "validate_defense",
+    "validate_post_training",
+    "build_post_training",
+]
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
+# Post-training methods (run once on the final model, e.g. FLAIN): classes whose constructor takes the config's
+# parameters and that expose ``repair(model, initial_params, final_params, aux_x, aux_y)``.
+POST_TRAINING: Registry[type] = Registry("post-training method")
 
 
 def register(cls: type[Defense]) -> type[Defense]:
@@ -34,3 +48,17 @@ def validate_defense(name: str, params: Mapping[str, Any] | None) -> dict[str, A
 def build_defense(name: str, params: Mapping[str, Any] | None = None, context: DefenseContext | None = None) -> Defense:
     """Construct a registered defense with validated parameters."""
     return get_defense_class(name).from_config(dict(params or {}), context or DefenseContext())
+
+
+def validate_post_training(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Config-time check of a post-training method and its parameters (keys from the constructor, then its
+    value checks; constructing one is cheap)."""
+    cls = POST_TRAINING.get(name)
+    validate_params(f"post_training {name!r}", spec_from_signature(cls.__init__), params)
+    cls(**dict(params or {}))
+    return dict(params or {})
+
+
+def build_post_training(name: str, params: Mapping[str, Any] | None) -> Any:
+    validate_post_training(name, params)
+    return POST_TRAINING.get(name)(**dict(params or {}))

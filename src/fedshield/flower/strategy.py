@@ -30,7 +30,7 @@ from ..defenses import Defense, RoundInput
 from ..metrics import detection_counts
 from ..models import ParamLayout
 from ..core.seeding import torch_stream
-from .records import MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
+from .records import PREVIOUS_ARRAYS, MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
 
 __all__ = ["FedShieldStrategy", "ParsedReply"]
 
@@ -122,10 +122,16 @@ class FedShieldStrategy(FedAvg):
 
     # ------------------------------------------------------------------ train
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any) -> Iterable[Message]:
+        previous = self._global if self._global_round == server_round - 1 else None
         self._global = arrayrecord_to_flat(arrays, self.layout)  # the model the clients start from
         self._global_round = server_round
         self._t_configure = time.time()
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if previous is not None:  # what attacks read from the last round (a node keeps no memory between messages)
+            record = flat_to_arrayrecord(previous, self.layout)
+            for msg in messages:
+                msg.content[PREVIOUS_ARRAYS] = record
+        return messages
 
     def _client_id(self, metrics: Optional[MetricRecord], node_id: int) -> int:
         if metrics is not None and "client-id" in metrics:
