@@ -18,10 +18,10 @@ from fedshield.attacks import (
 )
 from fedshield.attacks.base import AttackContext
 from fedshield.attacks.fang import craft_fang_krum, fang_lambda_max
-from fedshield.core.numeric import krum_select
 from fedshield.attacks.model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, topk_mask
 from fedshield.cli import main
 from fedshield.config import ConfigError, config_from_dict
+from fedshield.core.numeric import krum_select
 from fedshield.models import ParamLayout, build_model, flatten_params
 from fedshield.sim.loop import train_clients
 from fedshield.sim.setup import build_setup
@@ -126,6 +126,33 @@ def test_constrain_loss_has_a_gradient_through_the_anomaly_term():
     model.zero_grad()
     hook.loss(torch.zeros((), requires_grad=True), params).backward()
     assert all(torch.isfinite(p.grad).all() for p in params)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
+def test_constrain_loss_weights_class_and_anomaly_terms_by_alpha(alpha):
+    """L = alpha L_class + (1 - alpha) L_ano exactly (Bagdasaryan et al., Eq. 3): the value and both gradients
+    on hand-computed inputs, so a swapped or misapplied alpha fails."""
+    w = torch.tensor([3.0, 4.0, 1.0], requires_grad=True)
+    g = torch.tensor([0.0, 0.0, 1.0])
+    hook = ConstrainHook(alpha=alpha, distance="l2")
+    hook.begin([w], [g])
+    class_loss = torch.tensor(2.0, requires_grad=True)
+    loss = hook.loss(class_loss, [w])
+    assert float(loss.detach()) == pytest.approx(alpha * 2.0 + (1 - alpha) * 5.0, abs=1e-6)  # ||w - g|| = 5
+    loss.backward()
+    assert float(class_loss.grad) == pytest.approx(alpha)
+    expected = (1 - alpha) * torch.tensor([3.0, 4.0, 0.0]) / 5.0  # d||w - g|| / dw = (w - g) / ||w - g||
+    assert torch.allclose(w.grad, expected, atol=1e-6)
+
+
+def test_constrain_and_scale_attack_passes_its_alpha_to_training():
+    ctx = AttackContext(layout=ParamLayout.from_module(build_model("small_cnn")))
+    attack = build_attack("constrain_and_scale", {"alpha": 0.25, "distance": "cosine", "scale": False}, ctx)
+    hook = attack.hooks(0, 0, None)
+    assert isinstance(hook, ConstrainHook) and hook.alpha == 0.25
+    w, g = torch.tensor([1.0, 0.0], requires_grad=True), torch.tensor([0.0, 1.0])
+    hook.begin([w], [g])
+    assert float(hook.loss(torch.tensor(4.0), [w]).detach()) == pytest.approx(0.25 * 4.0 + 0.75 * 1.0)  # cos = 0
 
 
 def test_neurotoxin_leaves_masked_coordinates_unchanged():

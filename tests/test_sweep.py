@@ -72,6 +72,23 @@ def test_section_values_merge_and_bad_points_are_named(tmp_path):
         expand(load_sweep(path))
 
 
+def test_every_bad_grid_point_is_listed_before_anything_runs(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {
+        "defense": [{"name": "fedavg", "_label": "ok"}, {"name": "flmae", "_label": "typo"},
+                    {"name": "flame", "params": {"lam": -5}, "_label": "neg"}],
+        "rounds": [1, 2]}}))
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError) as err:
+        run_sweep(load_sweep(path), out, log=lambda m: None)
+    msg = str(err.value)
+    assert msg.startswith("4 of 6 grid points are invalid (nothing was run)")
+    for bad in ("defense=typo__rounds=1", "defense=typo__rounds=2", "defense=neg__rounds=1", "defense=neg__rounds=2"):
+        assert f"grid point {bad}:" in msg
+    assert "defense=ok" not in msg and "unknown defense 'flmae'" in msg and "lam=-5 is invalid" in msg
+    assert not out.exists()
+
+
 def test_partial_sweep_resumes_only_missing_runs(tmp_path):
     grid = _grid(tmp_path)
     out = tmp_path / "sweep"
