@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .attacks import available_attacks, validate_attack_params
 from .core.errors import ConfigError
+from .core.registry import Registry
 from .data import DATASETS, PARTITIONS
 from .defenses import get_defense_class, validate_defense, validate_post_training
 from .models import MODELS
@@ -34,14 +35,24 @@ __all__ = [
 ]
 
 
+def Registered(registry: Registry) -> Any:  # noqa: N802 - used as a type
+    """A ``str`` field whose value must be a name in ``registry`` (the error lists the available names)."""
+
+    def check(v: str) -> str:
+        registry.get(v)
+        return v
+
+    return Annotated[str, AfterValidator(check)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(_Strict):
-    dataset: str = "fashion_mnist"  # a registered dataset (fedshield list datasets)
+    dataset: Registered(DATASETS) = "fashion_mnist"  # fedshield list datasets
     root: Optional[str] = None  # folder with the dataset files; default lookup order otherwise
-    partition: str = "iid"  # a registered partition (fedshield list partitions)
+    partition: Registered(PARTITIONS) = "iid"  # fedshield list partitions
     alpha: Optional[float] = Field(None, gt=0)  # dirichlet
     fraction: Optional[float] = Field(None, ge=0, le=1)  # deg_niid
     q: Optional[float] = Field(None, ge=0, le=1)  # fang_q
@@ -51,18 +62,6 @@ class DataConfig(_Strict):
     normalize: Literal["standard", "none"] = "standard"
     server_holdout: int = Field(0, ge=0)  # training samples held out for the server (never given to clients)
     train_subset: Optional[int] = Field(None, gt=0)  # use only the first N training samples (quick runs)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        DATASETS.get(v)
-        return v
-
-    @field_validator("partition")
-    @classmethod
-    def _known_partition(cls, v: str) -> str:
-        PARTITIONS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _partition_params(self) -> "DataConfig":
@@ -187,7 +186,7 @@ class PostTrainingConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    model: str = "lenet"  # a registered model (fedshield list models)
+    model: Registered(MODELS) = "lenet"  # fedshield list models
     num_clients: int = Field(100, ge=1)
     clients_per_round: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
@@ -206,12 +205,6 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v  # `post_training: flain`
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        MODELS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _consistency(self) -> "ExperimentConfig":

@@ -137,9 +137,10 @@ class ClientPlan:
 # -------------------------------------------------------------------------------------- data poisoning
 
 
-class DataPoison:
-    """A data-poisoning step; subclasses set ``name``, ``summary``, ``params_spec``."""
+class _Declared:
+    """A named step with declared parameters (``params_spec``), validated at construction and at config time."""
 
+    kind: ClassVar[str] = ""  # the word used in error messages
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     params_spec: ClassVar[dict[str, Param]] = {}
@@ -150,7 +151,14 @@ class DataPoison:
 
     @classmethod
     def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        return validate_params(f"data poisoning {cls.name!r}", cls.params_spec, params)
+        """Check ``params`` without an experiment (config time); raise :class:`ParameterError` naming the key."""
+        return validate_params(f"{cls.kind} {cls.name!r}", cls.params_spec, params)
+
+
+class DataPoison(_Declared):
+    """A data-poisoning step; subclasses set ``name``, ``summary``, ``params_spec``."""
+
+    kind = "data poisoning"
 
     def prepare(
         self, x: Tensor, y: Tensor, rank: int, generator: torch.Generator, fraction: Optional[float] = None
@@ -174,24 +182,13 @@ class DataPoison:
 # ------------------------------------------------------------------------------------------ the attack
 
 
-class Attack:
+class Attack(_Declared):
     """Base class of registered attacks. Subclasses set ``name``, ``summary``, ``paper`` and ``params_spec``."""
 
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
+    kind = "attack"
     paper: ClassVar[str] = ""
-    params_spec: ClassVar[dict[str, Param]] = {}
     omniscient: ClassVar[bool] = False  # crafts its updates from the round's benign updates (no training)
     needs_previous_global: ClassVar[bool] = False
-
-    def __init__(self, params: Mapping[str, Any], ctx: AttackContext):
-        self.params = self.validate(params)
-        self.ctx = ctx
-
-    @classmethod
-    def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Check ``params`` without an experiment (config time); raise :class:`ParameterError` naming the key."""
-        return validate_params(f"attack {cls.name!r}", cls.params_spec, params)
 
     # --- per client and round
     def plan(self, cid: int, rank: int, x: Tensor, y: Tensor, state: RoundState) -> ClientPlan:

@@ -1,6 +1,6 @@
 """IDX files (the MNIST / Fashion-MNIST format), read strictly and written for tests.
 
-Layout (DESIGN.md, ``data/``): a 4-byte magic ``00 00 <dtype> <ndim>``, then ``ndim`` big-endian uint32
+Layout: a 4-byte magic ``00 00 <dtype> <ndim>``, then ``ndim`` big-endian uint32
 dimensions, then exactly ``prod(dims)`` items of ``dtype`` in big-endian order. MNIST-like labels have
 magic ``0x00000801`` (uint8, 1-D) and images ``0x00000803`` (uint8, 3-D). Files may be gzip-compressed;
 compression is detected from the gzip magic bytes ``1f 8b``, never from the file name.

@@ -1,4 +1,4 @@
-"""The defense contract (DESIGN.md): one round's client updates in, the next global model out.
+"""The defense contract (docs/architecture.md): one round's client updates in, the next global model out.
 
 A defense is constructed once per experiment with validated parameters, then ``aggregate`` is called every
 round with a :class:`RoundInput`. It must not reach into the simulator: anything else it needs (a model, a

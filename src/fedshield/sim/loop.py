@@ -1,6 +1,6 @@
 """The round loop: select clients, train them, aggregate with the defense, evaluate, record, checkpoint.
 
-Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
+Output (docs/architecture.md, "Output of a run"): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
 ``checkpoint.pt`` (rewritten atomically after every round, so a crash loses at most the round in flight) and
 ``final_model.pt``. ``resume=True`` continues from the checkpoint; because every random stream is keyed by
 (seed, round, client), a resumed run produces the same numbers as an uninterrupted one.
