@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,8 +45,8 @@ def is_finite_number(x: object) -> bool:
 
 
 def is_int(x: object) -> bool:
-    """A Python int that is not a bool."""
-    return isinstance(x, int) and not isinstance(x, bool)
+    """A Python or NumPy integer that is not a bool."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def is_bool(x: object) -> bool:
