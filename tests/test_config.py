@@ -136,3 +136,17 @@ def test_set_key_merges_sections_only_when_asked():
     assert data["train"] == {"lr": 0.5}
     with pytest.raises(ConfigError, match="'lr' is not a section"):
         set_key(data, "train.lr.x", 1)
+
+
+def test_every_defense_parameter_of_a_wrong_type_is_a_config_error():
+    """Config-time validation runs each defense's own checks: a string, a list, NaN or -1 for any declared
+    parameter gives a ConfigError (or is accepted), never a TypeError from inside a constructor."""
+    from fedshield.defenses import available_defenses
+
+    for name, cls in available_defenses().items():
+        for key in cls.params_spec():
+            for bad in ("x", [1], float("nan"), -1):
+                try:
+                    config_from_dict({"data": {"server_holdout": 100}, "defense": {"name": name, "params": {key: bad}}})
+                except ConfigError as exc:
+                    assert key in str(exc), (name, key, bad, str(exc))

@@ -89,7 +89,8 @@ class Auror(Defense):
                 "allowed: 0 <= tau < 1")
         if isinstance(layer, str):
             layer = [layer]
-        require(layer is None or (len(layer) > 0 and all(isinstance(s, str) for s in layer)), "layer", layer,
+        require(layer is None or (isinstance(layer, (list, tuple)) and len(layer) > 0
+                                  and all(isinstance(s, str) for s in layer)), "layer", layer,
                 "allowed: None, a tensor name, or a non-empty list of tensor names")
         require(max_features is None or (is_int(max_features) and max_features >= 1), "max_features", max_features,
                 "allowed: None or an integer >= 1")

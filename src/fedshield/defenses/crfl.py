@@ -39,7 +39,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core.numeric import clip_updates, is_finite_number, is_number, median
+from ..core.numeric import clip_updates, is_finite_number, is_int, is_number, median
 from ..models import ParamLayout, load_flat_params
 from .base import Aggregate, Defense, RoundInput, require
 from .registry import register
@@ -194,7 +194,7 @@ def smoothed_predict(
     generator if None). Cost: ``num_samples`` forward passes over ``x``.
     """
     require(is_number(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
-    require(isinstance(num_samples, int) and num_samples >= 1, "num_samples", num_samples, "allowed: an integer >= 1")
+    require(is_int(num_samples) and num_samples >= 1, "num_samples", num_samples, "allowed: an integer >= 1")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     model = model_fn()
     layout = ParamLayout.from_module(model)

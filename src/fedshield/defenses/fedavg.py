@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.numeric import weighted_mean
+from ..core.numeric import is_finite_number, weighted_mean
 from .base import Aggregate, Defense, RoundInput, require
 from .registry import register
 
@@ -19,7 +19,7 @@ class FedAvg(Defense):
 
     def __init__(self, weighting: str = "samples", server_lr: float = 1.0):
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
-        require(server_lr > 0, "server_lr", server_lr, "must be > 0")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         self.weighting = weighting
         self.server_lr = float(server_lr)
 

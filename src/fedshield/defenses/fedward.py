@@ -154,7 +154,7 @@ class Fedward(Defense):
         clip: str | None = None,
         all_noise_policy: str | None = None,
     ):
-        require(variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
+        require(isinstance(variant, str) and variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
         d = _VARIANT_DEFAULTS[variant]
         amgrad = d["amgrad"] if amgrad is None else amgrad
         min_samples_rule = d["min_samples_rule"] if min_samples_rule is None else min_samples_rule
