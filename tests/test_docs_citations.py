@@ -4,6 +4,7 @@ a heading that exists; every registered defense has its section in docs/defenses
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +34,16 @@ MD_MENTION = re.compile(r"(?<![\w/.-])((?:\.\.?/)*[\w./-]*?[\w-]+\.md)\b")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def _ignored(paths: list[Path]) -> set[Path]:
+    """The paths git ignores (build output such as ``*.egg-info``): not part of the repository."""
+    try:
+        out = subprocess.run(["git", "check-ignore", "--stdin"], cwd=ROOT, capture_output=True, text=True,
+                             input="\n".join(_rel(p) for p in paths), timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {ROOT / line for line in out.stdout.splitlines() if line}
+
+
 def _scanned_files() -> list[Path]:
     files = [ROOT / name for name in SCANNED_TOP if (ROOT / name).is_file()]
     for d in SCANNED_DIRS:
@@ -40,7 +51,8 @@ def _scanned_files() -> list[Path]:
         if base.is_dir():
             files += [p for p in base.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
                       and "__pycache__" not in p.parts]
-    return sorted(files)
+    ignored = _ignored(files)
+    return sorted(p for p in files if p not in ignored)
 
 
 @lru_cache(maxsize=None)

@@ -28,23 +28,15 @@ checkpoints.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from scipy.special import betainc
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .flame import true_median
-from .krum import assemble
+from ..core.numeric import is_bool, is_finite_number, median, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["AFA", "afa_filter"]
-
-
-def _real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def afa_filter(
@@ -67,7 +59,7 @@ def afa_filter(
         denom = (norms * a_norm).clamp_min(torch.finfo(torch.float64).tiny)
         sims = (x64 @ a64) / denom
         s = sims[good]
-        mu, med, sd = float(s.mean()), float(true_median(s)), float(s.std(unbiased=False))
+        mu, med, sd = float(s.mean()), float(median(s)), float(s.std(unbiased=False))
         if mu < med:
             bad = good & (sims < med - xi * sd)
         else:
@@ -108,13 +100,13 @@ class AFA(Defense):
 
     def __init__(self, xi0: float = 2.0, delta_xi: float = 0.5, block: bool = True, block_threshold: float = 0.95,
                  prior_alpha: float = 3.0, prior_beta: float = 3.0, weighting: str = "samples"):
-        require(_real(xi0) and xi0 > 0, "xi0", xi0, "allowed: a finite number > 0")
-        require(_real(delta_xi) and delta_xi >= 0, "delta_xi", delta_xi, "allowed: a finite number >= 0")
-        require(isinstance(block, bool), "block", block, "allowed: True, False")
-        require(_real(block_threshold) and 0 < block_threshold < 1, "block_threshold", block_threshold,
+        require(is_finite_number(xi0) and xi0 > 0, "xi0", xi0, "allowed: a finite number > 0")
+        require(is_finite_number(delta_xi) and delta_xi >= 0, "delta_xi", delta_xi, "allowed: a finite number >= 0")
+        require(is_bool(block), "block", block, "allowed: True, False")
+        require(is_finite_number(block_threshold) and 0 < block_threshold < 1, "block_threshold", block_threshold,
                 "allowed: 0 < block_threshold < 1")
-        require(_real(prior_alpha) and prior_alpha > 0, "prior_alpha", prior_alpha, "allowed: a finite number > 0")
-        require(_real(prior_beta) and prior_beta > 0, "prior_beta", prior_beta, "allowed: a finite number > 0")
+        require(is_finite_number(prior_alpha) and prior_alpha > 0, "prior_alpha", prior_alpha, "allowed: a finite number > 0")
+        require(is_finite_number(prior_beta) and prior_beta > 0, "prior_beta", prior_beta, "allowed: a finite number > 0")
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         self.xi0 = float(xi0)
         self.delta_xi = float(delta_xi)

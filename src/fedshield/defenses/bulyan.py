@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .krum import assemble, is_int, krum_scores, pairwise_sq_distances
+from ..core.numeric import is_bool, is_int, krum_scores, pairwise_sq_distances
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["Bulyan", "bulyan_select", "central_mean"]
@@ -79,7 +79,7 @@ class Bulyan(Defense):
 
     def __init__(self, f: int = 1, squared: bool = True):
         require(is_int(f) and f >= 0, "f", f, "allowed: an integer >= 0 with n >= 4f + 3")
-        require(isinstance(squared, bool), "squared", squared, "allowed: True, False")
+        require(is_bool(squared), "squared", squared, "allowed: True, False")
         self.f = int(f)
         self.squared = squared
 

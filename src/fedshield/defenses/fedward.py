@@ -28,9 +28,10 @@ import torch
 from sklearn.cluster import OPTICS
 from torch import Tensor
 
+from ..core.numeric import clip_updates, median
 from ..models import ParamLayout
 from .base import Aggregate, Defense, RoundInput, require
-from .flame import clip_updates, largest_cluster, true_median
+from .flame import largest_cluster
 from .registry import register
 
 __all__ = [
@@ -105,7 +106,7 @@ def autooptics_eps(dist: Tensor, column: int) -> float:
     if not 0 <= column < m:
         raise ValueError(f"eps column {column} out of range for {m} clients")
     rows = torch.sort(dist.to(torch.float64), dim=1).values[:, column]
-    return float(true_median(rows))
+    return float(median(rows))
 
 
 def fedward_clip_bound(norms: Tensor, num_admitted: int) -> Tensor:
@@ -153,7 +154,7 @@ class Fedward(Defense):
         clip: str | None = None,
         all_noise_policy: str | None = None,
     ):
-        require(variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
+        require(isinstance(variant, str) and variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
         d = _VARIANT_DEFAULTS[variant]
         amgrad = d["amgrad"] if amgrad is None else amgrad
         min_samples_rule = d["min_samples_rule"] if min_samples_rule is None else min_samples_rule
@@ -220,7 +221,7 @@ class Fedward(Defense):
         else:
             d = u_tr.shape[1]
             alpha = u_tr.to(torch.float64).abs().sum(dim=1) / max(d, 1)  # ‖Δ_i‖₁ / d
-            s = true_median(alpha)  # over all m
+            s = median(alpha)  # over all m
             bound = float(s)
             if k > 0:
                 step = torch.sign(u_tr[accepted]) * torch.clamp(alpha[accepted], max=s).to(u_tr.dtype).unsqueeze(1)

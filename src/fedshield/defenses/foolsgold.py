@@ -27,14 +27,11 @@ Notes and choices:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .flame import cosine_distances
-from .krum import assemble
+from ..core.numeric import cosine_distances, is_bool, is_finite_number
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["FoolsGold", "foolsgold_weights"]
@@ -83,9 +80,9 @@ class FoolsGold(Defense):
     paper = "Fung, Yoon, Beschastnikh, Mitigating Sybils in Federated Learning Poisoning, arXiv 1808.04866 (RAID 2020)"
 
     def __init__(self, kappa: float = 1.0, normalize: bool = True):
-        require(isinstance(kappa, (int, float)) and not isinstance(kappa, bool) and math.isfinite(kappa) and kappa > 0,
+        require(is_finite_number(kappa) and kappa > 0,
                 "kappa", kappa, "allowed: a finite number > 0")
-        require(isinstance(normalize, bool), "normalize", normalize, "allowed: True, False")
+        require(is_bool(normalize), "normalize", normalize, "allowed: True, False")
         self.kappa = float(kappa)
         self.normalize = normalize
         self.history: dict[int, Tensor] = {}

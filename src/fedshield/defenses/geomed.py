@@ -15,14 +15,11 @@ all clients (docs/defenses.md, Conventions.3).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["GeoMed", "smoothed_weiszfeld"]
@@ -81,9 +78,9 @@ class GeoMed(Defense):
     def __init__(self, weighting: str = "samples", max_iter: int = 100, tol: float = 1e-6, nu: float = 1e-6):
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         require(is_int(max_iter) and max_iter >= 1, "max_iter", max_iter, "allowed: an integer >= 1")
-        require(isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol) and tol >= 0,
+        require(is_finite_number(tol) and tol >= 0,
                 "tol", tol, "allowed: a finite number >= 0")
-        require(isinstance(nu, (int, float)) and not isinstance(nu, bool) and math.isfinite(nu) and nu > 0,
+        require(is_finite_number(nu) and nu > 0,
                 "nu", nu, "allowed: a finite number > 0")
         self.weighting = weighting
         self.max_iter = int(max_iter)

@@ -12,13 +12,10 @@ Only trainable coordinates are considered; batch-norm buffers are the plain mean
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["RobustLearningRate"]
@@ -48,7 +45,7 @@ class RobustLearningRate(Defense):
 
     def __init__(self, threshold: int = 4, server_lr: float = 1.0, weighting: str = "samples"):
         require(is_int(threshold) and threshold >= 1, "threshold", threshold, "allowed: an integer 1 <= threshold <= n")
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and math.isfinite(server_lr)
+        require(is_finite_number(server_lr)
                 and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         self.threshold = int(threshold)

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, ParameterError, RoundInput, require
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, is_number
+from .base import Aggregate, Defense, ParameterError, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["TrimmedMean", "trimmed_mean"]
@@ -63,12 +63,12 @@ class TrimmedMean(Defense):
         if beta is None and trim is None:
             beta = 0.1
         if beta is not None:
-            require(isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)
+            require(is_finite_number(beta)
                     and 0 <= beta < 0.5, "beta", beta, "allowed: a fraction 0 <= beta < 0.5")
             beta = float(beta)
         if trim is not None:
             require(is_int(trim) and trim >= 0, "trim", trim, "allowed: an integer >= 0 with 2*trim < n")
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and server_lr > 0,
+        require(is_number(server_lr) and server_lr > 0,
                 "server_lr", server_lr, "must be a number > 0")
         self.beta = beta
         self.trim = trim

@@ -12,7 +12,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..models import ParamLayout, flatten_params, load_flat_params
 
-__all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch"]
+__all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch", "local_train_function"]
 
 Poisoner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 # (x, y, settings, generator, poisoner or None[, hooks or None]): the arguments of LocalTrainer.train after
@@ -202,3 +202,20 @@ class ParallelTrainer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+
+
+def local_train_function(
+    model_fn: Callable[[], nn.Module], device: str | torch.device = "cpu"
+) -> Callable[[Tensor, Tensor, Tensor, Mapping[str, Any], torch.Generator], Tensor]:
+    """``local_train(global_params, x, y, settings, generator) -> update``: the simulator's local training for
+    defenses that train on the server's data (``DefenseContext.local_train``, FLTrust). ``settings`` are
+    :class:`TrainSettings` fields. The model is built on the first call."""
+    trainer: list[LocalTrainer] = []
+
+    def local_train(global_params: Tensor, x: Tensor, y: Tensor, settings: Mapping[str, Any],
+                    generator: torch.Generator) -> Tensor:
+        if not trainer:
+            trainer.append(LocalTrainer(model_fn, device))
+        return trainer[0].train(global_params, x, y, TrainSettings(**settings), generator)
+
+    return local_train
