@@ -291,7 +291,7 @@ def test_demo_bad_override_fails_before_any_run(tmp_path, capsys):
 def test_demo_out_is_a_file(tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    cfg = tiny_config(tmp_path)
+    cfg = tiny_config(tmp_path, data={"dataset": "synthetic", "server_holdout": 20})  # valid for the demo's FLAIN run
     assert_clear_error(capsys, ["demo", "--config", str(cfg), "--out", str(blocker)], str(blocker), "is a file")
 
 
@@ -337,7 +337,7 @@ def test_a_good_tiny_run_still_exits_0(tmp_path, capsys):
         (["defense.params={bogus: 1}"], "bogus"),
         (["defense.name=flame", "defense.params={lam: abc}"], "lam='abc' is invalid"),
         (["defense.name=krum", "defense.params={f: 5}"], "f=5 needs 2f + 2 < n"),
-        (["post_training=flain"], "raise data.server_holdout"),
+        (["post_training=flain"], "post_training 'flain' needs an auxiliary set: set data.server_holdout > 0"),
     ],
     ids=["trigger-pixel", "attacker-id", "source-class", "defense-name", "defense-param", "param-type",
          "krum-f", "flain-holdout"],

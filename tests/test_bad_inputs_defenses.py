@@ -15,11 +15,11 @@ import torch
 from badinput import TINY, assert_no_non_finite_models, cli, tiny_config
 from fedshield.config import config_from_dict
 from fedshield.defenses import Aggregate, Defense, DefenseContext, available_defenses, build_defense, refuse_non_finite
-from fedshield.defenses.fedavg import mean_rows, weighted_mean
-from fedshield.defenses.median import coordinate_median
+from fedshield.core.numeric import mean_rows, median, weighted_mean
 from fedshield.defenses.trimmed_mean import trimmed_mean
 from fedshield.models import ParamLayout, build_model
 from fedshield.sim import run_experiment
+from fedshield.sim.train import local_train_function
 from roundinput import make_input
 
 BIG = 3.0e38  # finite in float32 (max 3.4028e38); the sum of two is not
@@ -30,7 +30,8 @@ def model_ctx():
     model_fn = partial(build_model, "small_cnn", 1, 10, 28)
     layout = ParamLayout.from_module(model_fn())
     server = (torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(20) % 10)
-    return layout, DefenseContext(layout=layout, model_fn=model_fn, server_data=server, extra={"input_shape": (1, 28, 28)})
+    return layout, DefenseContext(layout=layout, model_fn=model_fn, server_data=server, extra={"input_shape": (1, 28, 28)},
+                                  local_train=local_train_function(model_fn))
 
 
 # ------------------------------------------------------------------------------------- overflow in reductions
@@ -54,7 +55,7 @@ def test_trimmed_mean_of_huge_finite_updates():
 
 
 def test_median_of_two_huge_values_does_not_overflow():
-    assert float(coordinate_median(torch.tensor([[BIG], [BIG]]))[0]) == pytest.approx(BIG, rel=1e-6)
+    assert float(median(torch.tensor([[BIG], [BIG]]), dim=0)[0]) == pytest.approx(BIG, rel=1e-6)
 
 
 @pytest.mark.parametrize("name, params", [("fedavg", {"weighting": "uniform"}), ("fedavg", {}), ("trimmed_mean", {}),

@@ -10,8 +10,9 @@ import pytest
 
 from badinput import tiny_config, write_yaml
 from fedshield.config import ConfigError
-from fedshield.sim.output import OutputError
-from fedshield.sweep import collect_results, expand, load_sweep, run_sweep
+from fedshield.core.errors import OutputError
+from fedshield.report.results import collect_results
+from fedshield.sweep import expand, load_sweep, run_sweep
 
 
 def _grid(tmp_path: Path, **data) -> Path:

@@ -22,7 +22,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from ..sim.output import read_json, read_sweep_index
+from ..sim.output import read_json
+from .results import read_sweep_index
 
 __all__ = ["load_reference", "build_table", "render_markdown", "render_csv", "differences", "ranking_check"]
 

@@ -1,16 +1,16 @@
 """Checkpoints and model files: only tensors and plain containers, loaded with ``weights_only=True``.
 
-A run's ``checkpoint.pt`` and ``final_model.pt`` hold tensors, numbers, strings, lists and dicts, nothing
+A run's ``checkpoint.pt`` (its :class:`~fedshield.sim.state.RoundState` after the last finished round, with
+what a resume must match) and ``final_model.pt`` hold tensors, numbers, strings, lists and dicts, nothing
 else: ``torch.load(..., weights_only=True)`` then refuses any other object, so a planted or tampered file
 cannot run code when a run is resumed. A defense's state between rounds (FoolsGold's histories, CRFL's
-clipped model) is saved as its plain attributes (:func:`defense_state`) and put back into the defense the
-config builds (:func:`restore_defense_state`). Every damaged, foreign or unreadable file raises
+clipped model) is saved as its plain attributes (:func:`defense_state`) and put back into a defense freshly
+built from the config (:func:`restore_defense_state`). Every damaged, foreign or unreadable file raises
 :class:`CheckpointError` naming it; a model with NaN/Inf is never written (:func:`require_finite_model`).
 """
 
 from __future__ import annotations
 
-import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,24 +19,26 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..core.errors import CheckpointError, ConfigError
+from ..core.numeric import is_finite_number, is_int
+from ..defenses import Defense
 from .output import atomic_torch_save
+from .state import RoundState
 
 __all__ = [
     "CheckpointError",
     "CHECKPOINT_KEYS",
     "save_model_file",
     "load_model_file",
+    "save_checkpoint",
     "load_checkpoint",
+    "resume_state",
     "defense_state",
     "restore_defense_state",
     "require_finite_model",
 ]
 
-CHECKPOINT_KEYS = ("round", "global_params", "initial_params", "rows", "defense_state", "attack_state", "config")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or model file that is damaged, foreign, or would hold a non-finite model; names the file."""
+CHECKPOINT_KEYS = ("round", "global_params", "initial_params", "rows", "defense_state", "previous_global", "config")
 
 
 def _is_plain(x: Any) -> bool:
@@ -90,8 +92,10 @@ def load_model_file(path: str | Path, what: str = "checkpoint") -> Any:
                               "delete it to start over") from None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A run's checkpoint: a dict with :data:`CHECKPOINT_KEYS`, a finite global model and a 1-D initial model."""
+def load_checkpoint(path: str | Path, config_text: str | None = None) -> dict[str, Any]:
+    """A run's checkpoint: a dict with :data:`CHECKPOINT_KEYS`, a finite global model and a 1-D initial model.
+    With ``config_text`` (the resolved config of the run to resume): :class:`ConfigError` if the checkpoint was
+    made with another config. Read before any data loads, so a damaged or foreign file is reported at once."""
     state = load_model_file(path, "checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a fedshield checkpoint (holds a {type(state).__name__}, not a dict)")
@@ -105,16 +109,55 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: '{key}' is not a flat float tensor")
     if state["global_params"].shape != state["initial_params"].shape:
         raise CheckpointError(f"{path}: global and initial models differ in size")
+    prev = state["previous_global"]
+    if prev is not None and (not isinstance(prev, Tensor) or prev.shape != state["global_params"].shape
+                             or not prev.is_floating_point()):
+        raise CheckpointError(f"{path}: 'previous_global' is not a flat float tensor of the model's size")
     require_finite_model(state["global_params"], path, "global model (damaged checkpoint)")
     r = state["round"]
-    if not (isinstance(r, int) and not isinstance(r, bool) and r >= 0) or not isinstance(state["rows"], list):
+    if not (is_int(r) and r >= 0) or not isinstance(state["rows"], list):
         raise CheckpointError(f"{path}: 'round' / 'rows' are damaged")
     if len(state["rows"]) != r:
         raise CheckpointError(f"{path}: holds {len(state['rows'])} metrics rows for {r} rounds (damaged)")
-    s = state.get("seconds", 0.0)
-    if not isinstance(s, (int, float)) or not math.isfinite(s):
+    if not is_finite_number(state.get("seconds")):
         state["seconds"] = 0.0
+    if config_text is not None and state["config"] != config_text:
+        raise ConfigError(f"{Path(path).parent}: the checkpoint was made with a different config; refusing to resume")
     return state
+
+
+def save_checkpoint(path: str | Path, state: RoundState, start_params: Tensor, config_text: str) -> None:
+    """Write ``state`` atomically with what a resume must match (the start model and the resolved config); the
+    defense as its plain state (:func:`defense_state`), the global model only when finite."""
+    save_model_file(
+        {
+            "round": state.round,
+            "global_params": state.global_params,
+            "previous_global": state.previous_global,
+            "defense_state": defense_state(state.defense),
+            "rows": state.rows,
+            "seconds": state.seconds,
+            "initial_params": start_params,
+            "config": config_text,
+        },
+        path,
+    )
+
+
+def resume_state(saved: Mapping[str, Any], path: str | Path, start_params: Tensor, defense: Defense) -> RoundState:
+    """The :class:`RoundState` of a checkpoint read by :func:`load_checkpoint`, with its defense state put into
+    ``defense`` (freshly built from the config); :class:`ConfigError` if round 1 started from another model."""
+    if not torch.equal(saved["initial_params"], start_params):
+        raise ConfigError(f"{Path(path).parent}: initial model differs from the checkpoint's; refusing to resume")
+    restore_defense_state(defense, saved["defense_state"], path)
+    return RoundState(
+        round=saved["round"],
+        global_params=saved["global_params"],
+        defense=defense,
+        previous_global=saved["previous_global"],
+        rows=saved["rows"],
+        seconds=saved["seconds"],
+    )
 
 
 def defense_state(defense: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A run's output folder: atomic writes, the metrics table, checkpoints (DESIGN.md "Output of a run")."""
+"""A run's output folder: atomic writes, the metrics table, checkpoints (docs/architecture.md, "Output of a run")."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from ..core.errors import OutputError
+
 __all__ = [
     "OutputError",
     "prepare_out_dir",
@@ -22,12 +24,7 @@ __all__ = [
     "read_metrics_csv",
     "write_json",
     "read_json",
-    "read_sweep_index",
 ]
-
-
-class OutputError(ValueError):
-    """An output folder that cannot be used, or a file of one that cannot be read; the message names it."""
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -138,17 +135,3 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
-
-def read_sweep_index(sweep_dir: str | Path) -> dict[str, Any]:
-    """``sweep.json`` of a sweep folder, checked: :class:`OutputError` naming the file when missing or damaged."""
-    path = Path(sweep_dir) / "sweep.json"
-    if not path.exists():
-        raise OutputError(f"{sweep_dir} is not a sweep folder (no sweep.json); run `fedshield sweep` first")
-    index = read_json(path, "sweep index")
-    runs = index.get("runs") if isinstance(index, dict) else None
-    ok = (isinstance(runs, list) and isinstance(index.get("grid"), dict)
-          and all(isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("labels"), dict) for r in runs))
-    if not ok:
-        raise OutputError(f"{path}: damaged sweep index (needs 'grid' and 'runs' with an id and labels each); "
-                          "rerun `fedshield sweep` to rewrite it")
-    return index

@@ -26,9 +26,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..defenses.fedavg import weighted_mean
-from .checkpoint import CheckpointError, load_model_file, save_model_file
-from .seeding import numpy_stream, torch_stream
+from ..core.errors import CheckpointError
+from ..core.numeric import weighted_mean
+from ..core.seeding import numpy_stream, torch_stream
+from .checkpoint import load_model_file, save_model_file
 
 __all__ = ["pretrain_cache_dir", "pretrain_shaping", "pretrain_key", "pretrained_params"]
 
