@@ -11,15 +11,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from .attacks import available_attacks
-from .config import ConfigError, apply_overrides, config_from_dict, load_config, set_key
+from .config import apply_overrides, config_from_dict, load_config, read_yaml_mapping, set_key
 from .data import DATASETS, PARTITIONS
 from .defenses import POST_TRAINING, available_defenses
 from .models import MODELS
 from .report import summarize_sweep, write_report
 from .sim import run_experiment
+from .sim.output import prepare_out_dir
 from .sweep import load_sweep, run_sweep
 
 __all__ = ["main"]
@@ -53,6 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"output: {out}")
     keys = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share", "seconds"]
     print("  ".join(f"{k}={_fmt(summary[k])}" for k in keys))
+    if summary.get("refused_rounds"):
+        print(f"warning: {summary['refused_rounds']} round(s) refused a non-finite aggregate and kept the previous "
+              f"global model; see info.refused_reason in {out / 'metrics.csv'}", file=sys.stderr)
     if "post_training" in summary:
         p = summary["post_training"]
         print(f"{p['name']}: MA {_fmt(p['ma_before'])} -> {_fmt(p['ma_after'])}, BA {_fmt(p['ba_before'])} -> {_fmt(p['ba_after'])}")
@@ -78,12 +80,11 @@ def demo_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    with open(args.config) as f:
-        base = apply_overrides(yaml.safe_load(f), args.set)
-    out_root = Path(args.out) if args.out else _default_out("demo")
+    base = apply_overrides(read_yaml_mapping(args.config, "demo config"), args.set)
+    configs = [(label, config_from_dict(data)) for label, data in demo_configs(base)]  # all checked first
+    out_root = prepare_out_dir(Path(args.out) if args.out else _default_out("demo"))
     results = []
     t0 = time.perf_counter()
-    configs = [(label, config_from_dict(data)) for label, data in demo_configs(base)]  # all checked first
     for label, cfg in configs:
         print(f"== {label}", flush=True)
         s = run_experiment(cfg, out_root / cfg.name, resume=True, progress=not args.quiet)
@@ -146,6 +147,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; give an integer >= 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedshield", description="Backdoor attacks and defenses in federated learning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,16 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run a grid of experiments in parallel processes (resumable)")
     sw.add_argument("grid", help="grid file (YAML): base config, grid of dotted keys, profiles, table layout")
-    sw.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
+    sw.add_argument("--jobs", type=_positive_int, default=1, help="runs side by side, one thread each (default 1)")
     sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
     sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
-    sw.add_argument("--max-runs", type=int, help="run at most this many of the missing grid points this sitting")
+    sw.add_argument("--max-runs", type=_positive_int, help="run at most this many of the missing grid points this sitting")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")
     rp.add_argument("sweep_dir")
     rp.add_argument("--reference", help="reference table (long CSV); default: the grid file's 'reference'")
-    rp.add_argument("--threshold", type=float, default=10.0, help="list cells differing by more points (default 10)")
+    rp.add_argument("--threshold", type=_non_negative_float, default=10.0, help="list cells differing by more points (default 10)")
     rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list what can be named in a config: attacks, defenses, post-training "
@@ -186,11 +207,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for the project's own errors (any exception class defined in fedshield: ConfigError, ParameterError,
+    DataFileError, CheckpointError, OutputError …) and for a ValueError or OSError that fedshield code raised
+    itself (its message is ours, or names the file). Anything raised inside a library is a bug: traceback."""
+    if type(exc).__module__.split(".")[0] == "fedshield":
+        return True
+    if not isinstance(exc, (ValueError, OSError)):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; the project's own errors become one ``fedshield: error: ...`` message and exit code 2,
+    real bugs keep their traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
+        if not is_user_error(exc):
+            raise
         print(f"fedshield: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

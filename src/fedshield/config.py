@@ -11,6 +11,8 @@ demo's runs).
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -32,6 +34,9 @@ __all__ = [
     "set_key",
     "config_from_dict",
     "dump_config",
+    "read_yaml",
+    "read_yaml_mapping",
+    "non_finite_keys",
 ]
 
 
@@ -46,7 +51,7 @@ def Registered(registry: Registry) -> Any:  # noqa: N802 - used as a type
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -197,9 +202,16 @@ class ExperimentConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     post_training: Optional[PostTrainingConfig] = None
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps; whether it exists is checked when the run is set up
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; default: torch's choice
     workers: int = Field(2, ge=1)  # clients trained side by side, one thread each (1: sequential)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"device {v!r} is not a device; allowed: 'cpu', 'cuda', 'cuda:N', 'mps'")
+        return v
 
     @field_validator("post_training", mode="before")
     @classmethod
@@ -240,16 +252,72 @@ def _format_errors(exc: ValidationError) -> str:
     return "invalid config:\n" + "\n".join(lines)
 
 
+def non_finite_keys(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys (``[i]`` for list items) of every NaN/Inf float in ``data``, also inside free-form ``params``."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [prefix or "(top level)"]
+    if isinstance(data, dict):
+        return [k for key, v in data.items() for k in non_finite_keys(v, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(data, (list, tuple)):
+        return [k for i, v in enumerate(data) for k in non_finite_keys(v, f"{prefix}[{i}]")]
+    return []
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a plain dict; raise :class:`ConfigError` naming each bad key."""
+    """Validate a plain dict; raise :class:`ConfigError` naming each bad key (NaN/Inf anywhere included)."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"the top level of a config must be a mapping, got {type(data).__name__}")
+    bad = non_finite_keys(data or {})
+    if bad:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {k}: NaN/Inf is not allowed; give a finite number" for k in bad))
     try:
         return ExperimentConfig.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a YAML error (the mark of the problem, else of its context)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file; :class:`ConfigError` naming the file (and the line for syntax errors) when it is
+    missing, a folder, not text, unreadable or not valid YAML."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the path of a YAML {what} file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML {what} file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML at {_yaml_problem(exc)}") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """:func:`read_yaml` for files whose top level must be a mapping (an empty file is ``{}``)."""
+    data = read_yaml(path, what)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level of a {what} must be a mapping of keys, got a {type(data).__name__}")
+    return data
+
+
+def _parse_value(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}={text}: the value is not valid YAML ({_yaml_problem(exc)})") from None
 
 
 def set_key(data: dict[str, Any], key: str, value: Any, merge_mappings: bool = False) -> None:
@@ -273,13 +341,15 @@ def set_key(data: dict[str, Any], key: str, value: Any, merge_mappings: bool = F
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a copy of ``data``."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"--set needs a config whose top level is a mapping, got a {type(data).__name__}")
     out = copy.deepcopy(data or {})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
-            set_key(out, key, _parse_value(value))
+            set_key(out, key, _parse_value(key, value))
         except ConfigError as exc:
             raise ConfigError(f"--set {exc}") from None
     return out
@@ -287,14 +357,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config, apply ``--set`` overrides, validate."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level of a config must be a mapping")
-    return config_from_dict(apply_overrides(data, overrides or []))
+    data = read_yaml_mapping(path, "config")
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as exc:  # the same class (a ParameterError stays one), the message names the file
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

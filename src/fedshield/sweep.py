@@ -37,13 +37,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
-
 import torch
 
-from .config import ConfigError, apply_overrides, config_from_dict, set_key
+from .config import ConfigError, apply_overrides, config_from_dict, read_yaml_mapping, set_key
+from .core.errors import OutputError
+from .core.numeric import is_int
 from .sim import build_setup, run_experiment
-from .sim.output import atomic_write_text, write_json
+from .sim.output import atomic_write_text, prepare_out_dir, read_json, write_json
 from .sim.pretrain import pretrain_shaping, pretrained_params
 
 __all__ = ["SweepSpec", "SweepRun", "load_sweep", "expand", "run_sweep", "sweep_status"]
@@ -76,9 +76,7 @@ class SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a grid file (every run's config is validated before anything runs)."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"grid file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_mapping(path, "grid file")
     unknown = set(data) - {"name", "base", "grid", "labels", "profiles", "table", "reference"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, base, grid, labels, profiles, table, reference")
@@ -89,10 +87,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
             base_path = Path(base)
         if not base_path.exists():
             raise ConfigError(f"{path}: base config not found: {base}")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = read_yaml_mapping(base_path, "base config")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: 'base' must be a config file path or a mapping, got a {type(base).__name__}")
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{path}: 'grid' must map dotted config keys to non-empty lists of values")
+    _check_sections(path, data)
     ref = data.get("reference")
     spec = SweepSpec(
         name=str(data.get("name") or path.stem),
@@ -108,6 +109,23 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if key not in spec.grid:
             raise ConfigError(f"{path}: labels given for {key!r}, which is not a grid key")
     return spec
+
+
+def _check_sections(path: Path, data: dict[str, Any]) -> None:
+    """The shapes of a grid file's optional sections, each error naming the section."""
+    bad_keys = [k for k in data["grid"] if not isinstance(k, str) or not k]
+    if bad_keys:
+        raise ConfigError(f"{path}: grid keys must be dotted config keys (text), got {bad_keys}")
+    labels = data.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise ConfigError(f"{path}: 'labels' must map grid keys to mappings value -> label")
+    profiles = data.get("profiles") or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(f"{path}: 'profiles' must map profile names to mappings of dotted config keys")
+    if not isinstance(data.get("table") or {}, dict):
+        raise ConfigError(f"{path}: 'table' must be a mapping (rows, columns, metrics, compare)")
+    if data.get("reference") is not None and not isinstance(data["reference"], str):
+        raise ConfigError(f"{path}: 'reference' must be a file path")
 
 
 def _value_label(spec: SweepSpec, key: str, value: Any) -> str:
@@ -220,10 +238,13 @@ def run_sweep(
     """Run every missing grid point (at most ``max_runs`` of them this sitting, in grid order); returns counts.
     Raises nothing for a failed run: its error is written to ``runs/<id>/error.txt`` and counted. The results
     table and time breakdown are :func:`fedshield.report.summarize_sweep`'s."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs} is invalid; run at least one job at a time")
+    if not is_int(jobs) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r} is invalid; give an integer >= 1 (runs side by side)")
+    if max_runs is not None and (not is_int(max_runs) or max_runs < 1):
+        raise ConfigError(f"max_runs={max_runs!r} is invalid; give an integer >= 1 or leave it out")
     sweep_dir = Path(sweep_dir)
     runs = expand(spec, profile)
+    prepare_out_dir(sweep_dir)
     base_key = json.dumps(spec.base, sort_keys=True)
     index = {
         "name": spec.name,
@@ -239,7 +260,9 @@ def run_sweep(
     }
     old = sweep_dir / "sweep.json"
     if old.exists():  # the grid may grow or shrink; finished runs of unchanged points are kept
-        prev = json.loads(old.read_text())
+        prev = read_json(old, "sweep index")
+        if not isinstance(prev, dict):
+            raise OutputError(f"{old}: damaged sweep index (not a JSON object); delete it or use another folder")
         same_profile = prev.get("profile") == profile and json.dumps(prev.get("profile_overrides"), sort_keys=True) == json.dumps(index["profile_overrides"], sort_keys=True)
         if not same_profile or json.dumps(prev.get("base"), sort_keys=True) != base_key:
             raise ConfigError(f"{sweep_dir} holds a sweep with another base config or profile; use another folder")

@@ -4,17 +4,20 @@ Everything else in fedshield imports from here; nothing here imports another fed
 (docs/architecture.md, "Layers").
 """
 
-from .errors import ConfigError, DataError, DataFileError, DataNotFoundError, FedshieldError, ParameterError
+from .errors import (CheckpointError, ConfigError, DataError, DataFileError, DataNotFoundError, FedshieldError,
+                     OutputError, ParameterError)
 from .params import Param, boolean, choice, integer, number, spec_from_signature, validate_params
 from .registry import Registry
 from .seeding import derive_seed, numpy_stream, torch_stream
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "DataFileError",
     "DataNotFoundError",
     "FedshieldError",
+    "OutputError",
     "Param",
     "ParameterError",
     "Registry",

@@ -6,7 +6,8 @@ All are ``ValueError`` subclasses, so callers that catch ``ValueError`` keep wor
 
 from __future__ import annotations
 
-__all__ = ["FedshieldError", "ConfigError", "ParameterError", "DataError", "DataFileError", "DataNotFoundError"]
+__all__ = ["FedshieldError", "ConfigError", "ParameterError", "DataError", "DataFileError", "DataNotFoundError",
+           "CheckpointError", "OutputError"]
 
 
 class FedshieldError(ValueError):
@@ -31,3 +32,11 @@ class DataFileError(DataError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """A dataset could not be found anywhere it was looked for; the message lists the places and the fix."""
+
+
+class CheckpointError(FedshieldError):
+    """A checkpoint or model file that is damaged, foreign, or would hold a non-finite model; names the file."""
+
+
+class OutputError(FedshieldError):
+    """An output folder that cannot be used, or a file of one that cannot be read; the message names it."""

@@ -21,6 +21,7 @@ __all__ = [
     "cosine_distances",
     "pairwise_sq_distances",
     "median",
+    "mean_rows",
     "clip_updates",
     "two_means_1d",
     "weighted_mean",
@@ -105,22 +106,38 @@ def median(values: Tensor, dim: Optional[int] = None) -> Tensor:
     srt = torch.sort(values, dim=dim).values
     if k % 2 == 1:
         return srt.select(dim, k // 2).clone()
-    return 0.5 * (srt.select(dim, k // 2 - 1) + srt.select(dim, k // 2))
+    # (a + b) / 2 written as 0.5a + 0.5b: the same value, without a + b overflowing to Inf for huge finite a, b
+    return 0.5 * srt.select(dim, k // 2 - 1) + 0.5 * srt.select(dim, k // 2)
+
+
+def mean_rows(x: Tensor) -> Tensor:
+    """Column means of ``x`` (n, d) that do not overflow: a float32 sum of huge finite values can reach Inf
+    although their mean is finite; then the mean is recomputed in float64 (the result is unchanged otherwise)."""
+    m = x.mean(dim=0)
+    if x.dtype == torch.float64 or bool(torch.isfinite(m).all()) or not bool(torch.isfinite(x).all()):
+        return m
+    return x.to(torch.float64).mean(dim=0).to(x.dtype)
 
 
 def weighted_mean(updates: Tensor, weights: Tensor | None = None) -> Tensor:
     """Σ_i w_i Δ_i / Σ_i w_i over the rows of ``updates`` (plain mean when ``weights`` is None).
 
     Written as a broadcast product and a sum over rows rather than a matrix-vector product: the result then
-    does not depend on the number of threads (a threaded GEMV reduces in a different order).
+    does not depend on the number of threads (a threaded GEMV reduces in a different order). Weights must be
+    finite, >= 0 and have a positive sum (``ValueError`` otherwise). Huge finite updates do not overflow to Inf:
+    like :func:`mean_rows`, a float32 result that overflowed is recomputed in float64.
     """
     if weights is None:
-        return updates.mean(dim=0)
+        return mean_rows(updates)
     w = weights.to(updates.dtype)
     total = w.sum()
-    if not bool(total > 0):
-        raise ValueError(f"aggregation weights must have a positive sum, got {w.tolist()}")
-    return (updates * (w / total).unsqueeze(1)).sum(dim=0)
+    if not bool(torch.isfinite(w).all()) or not bool((w >= 0).all()) or not bool(total > 0):
+        raise ValueError(f"aggregation weights must be finite, >= 0 and have a positive sum, got {w.tolist()}")
+    out = (updates * (w / total).unsqueeze(1)).sum(dim=0)
+    if updates.dtype != torch.float64 and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(updates).all()):
+        w64 = weights.to(torch.float64)
+        out = (updates.to(torch.float64) * (w64 / w64.sum()).unsqueeze(1)).sum(dim=0).to(updates.dtype)
+    return out
 
 
 def two_means_1d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -210,5 +227,5 @@ def assemble_global(global_params: Tensor, updates: Tensor, trainable: Tensor, t
     buf = ~train
     admitted = admitted.to(g.device)
     if bool(buf.any()) and bool(admitted.any()):
-        new[buf] = g[buf] + updates[admitted][:, buf].mean(dim=0)
+        new[buf] = g[buf] + mean_rows(updates[admitted][:, buf])
     return new

@@ -57,7 +57,7 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
-    rng = f"a finite number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    rng = f"a finite number in {'(-inf' if lo is None else left + str(lo)}, {'inf)' if hi is None else str(hi) + right}"
     if nullable:
         rng += " or null"
     return Param(default, check, rng, required, lambda v: None if v is None else float(v))

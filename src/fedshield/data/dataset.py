@@ -29,6 +29,8 @@ class Dataset:
                 raise ValueError(
                     f"{self.name}: {split}_y must be ({x.shape[0]},) int64, got {tuple(y.shape)} {y.dtype}"
                 )
+        if self.train_x.shape[-1] != self.train_x.shape[-2]:
+            raise ValueError(f"{self.name}: images must be square, got {tuple(self.train_x.shape[2:])}")
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(
                 f"{self.name}: train images {tuple(self.train_x.shape[1:])} and test images "

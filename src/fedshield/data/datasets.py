@@ -6,7 +6,8 @@ docs/defenses.md, FLAIN.5) and int64 labels.
 
 Where the files are looked for, in order (the first complete folder wins):
 
-1. the ``root`` argument (the folder itself or its dataset subfolder);
+1. the ``root`` argument (the folder itself or its dataset subfolder); when given it is the only place looked
+   in (a missing or incomplete root is an error, never a silent fallback to other files);
 2. ``$FEDSHIELD_DATA`` (for Fashion-MNIST the folder itself or ``fashion-mnist/`` / ``fashion_mnist/``; for
    MNIST ``mnist/``; for CIFAR-10 ``cifar-10-batches-py/``);
 3. system folders (``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist`` package);
@@ -191,6 +192,21 @@ def _candidates(key: str, root: str | os.PathLike[str] | None) -> list[tuple[str
     return places
 
 
+def _locate_in_root(key: str, title: str, base: Path) -> Path:
+    """An explicit root is the only place looked in: finding the dataset elsewhere would silently train on
+    other files than the ones asked for."""
+    for label, folder in _candidates(key, base):
+        if label == "root argument":
+            hit = _is_complete(folder, key)
+            if hit is not None:
+                return hit
+    raise DataNotFoundError(
+        f"{title} not found in the given root {base} ({_describe_missing(base, key)}); an explicit root "
+        f"(data.root) is the only place looked in. To fix: point it to the folder with the files, or drop "
+        f"data.root to use the default lookup ($FEDSHIELD_DATA, system folders, the cache); {data_install_hint(key)}"
+    )
+
+
 def locate_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
     """The folder dataset ``name`` will be loaded from, downloading into the cache if needed and allowed.
 
@@ -199,6 +215,9 @@ def locate_dataset(name: str, root: str | os.PathLike[str] | None = None, downlo
     key = _canonical(name)
     if key == "synthetic":
         raise ValueError("the synthetic dataset has no files to locate")
+    title = "CIFAR-10" if key == "cifar10" else _IDX_SOURCES[key].title
+    if root is not None:
+        return _locate_in_root(key, title, Path(root).expanduser())
     tried: list[str] = []
     if not os.environ.get(ENV_VAR):
         tried.append(f"${ENV_VAR}: not set")
@@ -214,7 +233,6 @@ def locate_dataset(name: str, root: str | os.PathLike[str] | None = None, downlo
             return _download_cifar() if key == "cifar10" else _download_idx(_IDX_SOURCES[key])
         except (OSError, DataFileError, tarfile.TarError) as exc:  # URLError and timeouts are OSErrors
             tried.append(f"download: failed ({type(exc).__name__}: {exc})")
-    title = "CIFAR-10" if key == "cifar10" else _IDX_SOURCES[key].title
     lines = "\n".join(f"  - {t}" for t in tried)
     raise DataNotFoundError(f"{title} not found. Looked in:\n{lines}\nTo fix: {data_install_hint(key)}")
 

@@ -106,6 +106,11 @@ def read_idx_images(path: str | os.PathLike[str]) -> Tensor:
     images = read_idx(path, expected_ndim=3)
     if images.dtype != torch.uint8:
         raise DataFileError(f"{path}: image file holds {images.dtype}; expected uint8 (magic 0x00000803)")
+    n, h, w = images.shape
+    if h != w or h == 0:
+        raise DataFileError(f"{path}: images are {h}x{w}; the models need square images of at least 1x1 pixel")
+    if n == 0:
+        raise DataFileError(f"{path}: the image file holds no images")
     return images
 
 

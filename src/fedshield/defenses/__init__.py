@@ -1,6 +1,7 @@
 """Defenses: one module per defense, each registered by name (see ``registry``)."""
 
-from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input, require
+from .base import (Aggregate, Defense, DefenseContext, ParameterError, RoundInput, check_round_input,
+                   refuse_non_finite, require)
 from .registry import (
     DEFENSES,
     POST_TRAINING,
@@ -30,6 +31,7 @@ __all__ = [
     "build_post_training",
     "check_round_input",
     "get_defense_class",
+    "refuse_non_finite",
     "register",
     "require",
     "validate_defense",

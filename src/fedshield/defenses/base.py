@@ -26,6 +26,7 @@ __all__ = [
     "DefenseContext",
     "LocalTrain",
     "check_round_input",
+    "refuse_non_finite",
     "ParameterError",
     "assemble",
     "require",
@@ -103,12 +104,40 @@ def check_round_input(inp: RoundInput) -> None:
         raise ValueError(f"{len(inp.client_ids)} client ids for {n} updates")
     if inp.num_samples.shape != (n,):
         raise ValueError(f"num_samples has shape {tuple(inp.num_samples.shape)}, expected ({n},)")
+    ids = [int(c) for c in inp.client_ids]
+    if len(set(ids)) != n:
+        dup = sorted({c for c in ids if ids.count(c) > 1})
+        raise ValueError(f"client id(s) {dup} appear more than once in this round (each client sends one update)")
+    bad_n = ~(torch.isfinite(inp.num_samples) & (inp.num_samples >= 0))
+    if bool(bad_n.any()):
+        bad = {ids[i]: float(inp.num_samples[i]) for i in torch.nonzero(bad_n).flatten().tolist()}
+        raise ValueError(f"num_samples must be finite and >= 0; client(s) {list(bad)} report {list(bad.values())}")
     finite = torch.isfinite(u).all(dim=1)
     if not bool(finite.all()):
         bad = [int(inp.client_ids[i]) for i in torch.nonzero(~finite).flatten().tolist()]
         raise ValueError(f"non-finite values (NaN/Inf) in the update of client(s) {bad}")
     if not bool(torch.isfinite(inp.global_params).all()):
         raise ValueError("the global model contains non-finite values")
+
+
+def refuse_non_finite(inp: RoundInput, agg: Aggregate, defense: str = "defense") -> Aggregate:
+    """The contract's output check. A next global model with NaN/Inf (e.g. huge finite updates whose aggregate
+    overflows float32, or a server learning rate that blows it up) is never passed on: the round keeps the
+    previous global model G_{t-1}, admits nobody, and says why in ``info["refused"] = 1.0`` and
+    ``info["refused_reason"]`` (the loop writes both into metrics.csv; the Flower strategy into its round log).
+    Shapes that break the contract are a bug in the defense and raise ``ValueError``."""
+    n, d = inp.updates.shape
+    if tuple(agg.global_params.shape) != (d,):
+        raise ValueError(f"{defense} returned a global model of shape {tuple(agg.global_params.shape)}, expected ({d},)")
+    if tuple(agg.accepted.shape) != (n,):
+        raise ValueError(f"{defense} returned an accepted mask of shape {tuple(agg.accepted.shape)}, expected ({n},)")
+    bad = int((~torch.isfinite(agg.global_params)).sum())
+    if bad == 0:
+        return agg
+    reason = (f"{defense}: the aggregate has {bad} non-finite (NaN/Inf) of {d} coordinates in round {inp.round}; "
+              "kept the previous global model")
+    info = {**agg.info, "refused": 1.0, "refused_reason": reason}
+    return Aggregate(inp.global_params.clone(), torch.zeros(n, dtype=torch.bool), info)  # type: ignore[arg-type]
 
 
 def assemble(inp: RoundInput, train_delta: Tensor | None, admitted: Tensor, scale: float = 1.0) -> Tensor:
@@ -121,7 +150,9 @@ def assemble(inp: RoundInput, train_delta: Tensor | None, admitted: Tensor, scal
 class Defense(ABC):
     """Base class: subclasses validate their parameters in ``__init__`` and implement ``_aggregate``.
 
-    ``aggregate`` validates the input (shapes, NaN/Inf naming the client) then calls ``_aggregate``.
+    ``aggregate`` validates the input (shapes, NaN/Inf naming the client, duplicate client ids, sample counts
+    that are negative or not finite) then calls ``_aggregate``, and refuses a non-finite result
+    (:func:`refuse_non_finite`: the previous global model is kept and the reason recorded in ``info``).
     Subclasses set the class attributes ``name``, ``summary`` (one line) and ``paper``.
 
     Parameters are declared by the constructor's keyword arguments (:meth:`params_spec`: names, defaults);
@@ -177,7 +208,7 @@ class Defense(ABC):
 
     def aggregate(self, inp: RoundInput) -> Aggregate:
         check_round_input(inp)
-        return self._aggregate(inp)
+        return refuse_non_finite(inp, self._aggregate(inp), self.name or type(self).__name__)
 
     @abstractmethod
     def _aggregate(self, inp: RoundInput) -> Aggregate: ...

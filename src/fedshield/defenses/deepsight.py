@@ -82,7 +82,18 @@ def suspicious_labels(te: Tensor) -> Tensor:
 
 
 def cluster_labels(x: np.ndarray, metric: str, min_cluster_size: int = 2) -> np.ndarray:
-    """HDBSCAN labels with noise points relabelled to fresh singleton clusters (labels ≥ 0 throughout)."""
+    """HDBSCAN labels with noise points relabelled to fresh singleton clusters (labels ≥ 0 throughout).
+
+    A row with NaN/Inf (e.g. the DDifs of a model that huge updates made overflow) cannot be placed: it is a
+    singleton cluster of its own, and the finite rows are clustered without it."""
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        labels = np.full(x.shape[0], -1)
+        sub = x[finite][:, finite] if metric == "precomputed" else x[finite]
+        labels[finite] = cluster_labels(sub, metric, min_cluster_size)
+        nxt = labels.max() + 1 if finite.any() else 0
+        labels[~finite] = np.arange(nxt, nxt + int((~finite).sum()))
+        return labels
     n = x.shape[0]
     if n < 2:
         return np.arange(n)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.numeric import is_bool, is_int, krum_scores, pairwise_sq_distances
+from ..core.numeric import is_bool, is_int, krum_scores, mean_rows, pairwise_sq_distances
 from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
@@ -80,7 +80,7 @@ class MultiKrum(Defense):
         chosen = order[:m]
         accepted = torch.zeros(n, dtype=torch.bool, device=inp.updates.device)
         accepted[chosen] = True
-        delta = u_tr[accepted].mean(dim=0)
+        delta = mean_rows(u_tr[accepted])
         new = assemble(inp, delta, accepted)
         info = {
             "accepted": float(m),

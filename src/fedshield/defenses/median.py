@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.numeric import is_number, median
+from ..core.numeric import is_finite_number, median
 from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
@@ -30,8 +30,7 @@ class CoordinateMedian(Defense):
     paper = "Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates, ICML 2018"
 
     def __init__(self, server_lr: float = 1.0):
-        require(is_number(server_lr) and server_lr > 0,
-                "server_lr", server_lr, "must be a number > 0")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         self.server_lr = float(server_lr)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..core.numeric import is_finite_number, is_int, is_number
+from ..core.numeric import is_finite_number, is_int, mean_rows
 from .base import Aggregate, Defense, ParameterError, RoundInput, assemble, require
 from .registry import register
 
@@ -28,8 +28,8 @@ def trimmed_mean(x: Tensor, k: int) -> Tensor:
     if not 0 <= 2 * k < n:
         raise ValueError(f"trimmed mean: dropping k={k} from each side needs 2k < n, got n={n}")
     if k == 0:
-        return x.mean(dim=0)
-    return torch.sort(x, dim=0).values[k : n - k].mean(dim=0)
+        return mean_rows(x)
+    return mean_rows(torch.sort(x, dim=0).values[k : n - k])
 
 
 @register
@@ -68,8 +68,7 @@ class TrimmedMean(Defense):
             beta = float(beta)
         if trim is not None:
             require(is_int(trim) and trim >= 0, "trim", trim, "allowed: an integer >= 0 with 2*trim < n")
-        require(is_number(server_lr) and server_lr > 0,
-                "server_lr", server_lr, "must be a number > 0")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         self.beta = beta
         self.trim = trim
         self.server_lr = float(server_lr)

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict
+from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, read_yaml_mapping
 
 __all__ = [
     "PRESETS",
@@ -84,10 +84,7 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
     tried = config_path_candidates(name, base_dir)
     for path in tried:
         if path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: the top level of a config must be a mapping")
-            return data
+            return read_yaml_mapping(path, "config")  # ConfigError naming the file (and line) when unusable
     raise ConfigError(
         f"fedshield-config {name!r}: no such file (tried {[str(p) for p in tried]}) and not a built-in name {_names()}"
     )

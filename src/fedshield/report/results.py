@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from ..sim.output import atomic_write_text
+from ..core.errors import OutputError
+from ..sim.output import atomic_write_text, read_json
 
-__all__ = ["SUMMARY_COLUMNS", "collect_results", "write_summary_csv", "time_breakdown", "format_breakdown",
-           "summarize_sweep"]
+__all__ = ["SUMMARY_COLUMNS", "read_sweep_index", "collect_results", "write_summary_csv", "time_breakdown",
+           "format_breakdown", "summarize_sweep"]
 
+
+def read_sweep_index(sweep_dir: str | Path) -> dict[str, Any]:
+    """``sweep.json`` of a sweep folder, checked: :class:`OutputError` naming the file when missing or damaged."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.exists():
+        raise OutputError(f"{sweep_dir} is not a sweep folder (no sweep.json); run `fedshield sweep` first")
+    index = read_json(path, "sweep index")
+    runs = index.get("runs") if isinstance(index, dict) else None
+    ok = (isinstance(runs, list) and isinstance(index.get("grid"), dict)
+          and all(isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("labels"), dict) for r in runs))
+    if not ok:
+        raise OutputError(f"{path}: damaged sweep index (needs 'grid' and 'runs' with an id and labels each); "
+                          "rerun `fedshield sweep` to rewrite it")
+    return index
 
 
 def collect_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One dict per finished run: its labels and its summary."""
+    """One dict per finished run: its labels and its summary (:class:`OutputError` naming a damaged file)."""
     sweep_dir = Path(sweep_dir)
-    index = json.loads((sweep_dir / "sweep.json").read_text())
+    index = read_sweep_index(sweep_dir)
     out = []
     for r in index["runs"]:
         p = sweep_dir / "runs" / r["id"] / "summary.json"
         if p.exists():
-            s = json.loads(p.read_text())
+            s = read_json(p, "run summary")
+            if not isinstance(s, dict):
+                raise OutputError(f"{p}: damaged run summary (not a JSON object); delete it to rerun that run")
             out.append({"id": r["id"], "labels": r["labels"], **{k: (math.nan if v is None else v) for k, v in s.items()}})
     return out
 

@@ -3,7 +3,8 @@
 from .evaluate import Evaluator, accuracy
 from .loop import run_experiment, run_round, select_clients, summarize, train_clients
 from .setup import Setup, build_setup, with_start
-from .state import RoundState, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resume_state, save_checkpoint
+from .state import RoundState
 from .train import LocalTrainer, TrainSettings, local_train_function
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "build_setup",
     "load_checkpoint",
     "local_train_function",
+    "resume_state",
     "run_experiment",
     "run_round",
     "save_checkpoint",

@@ -9,6 +9,7 @@ Output (docs/architecture.md, "Output of a run"): ``config.yaml``, ``metrics.csv
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,16 +21,17 @@ from tqdm import tqdm
 from ..attacks import RoundState as AttackRound
 from ..config import ConfigError, ExperimentConfig, dump_config
 from ..core.seeding import numpy_stream, torch_stream
-from ..defenses import RoundInput
+from ..defenses import Aggregate, RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
-from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
+from .checkpoint import load_checkpoint, resume_state, save_checkpoint, save_model_file
+from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
 from .plot import plot_run
 from .post_training import run_post_training
 from .pretrain import pretrained_params
 from .setup import Setup, build_setup, with_start
-from .state import RoundState, load_checkpoint, save_checkpoint
+from .state import RoundState
 
-__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]
+__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize", "finite_updates"]
 
 
 def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> list[int]:
@@ -122,18 +124,23 @@ def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
     selected = select_clients(cfg, setup.attackers, round_)
     updates, malicious, sizes = train_clients(setup, global_params, selected, round_, state.previous_global)
     t1 = time.perf_counter()
+    stacked = torch.stack(updates)
+    keep = finite_updates(stacked, selected, round_)
     inp = RoundInput(
         global_params=global_params,
-        updates=torch.stack(updates),
+        updates=stacked[keep],
         layout=setup.layout,
         round=round_,
-        client_ids=selected,
-        num_samples=torch.tensor(sizes, dtype=torch.float32),
+        client_ids=[c for c, k in zip(selected, keep.tolist()) if k],
+        num_samples=torch.tensor(sizes, dtype=torch.float32)[keep],
         generator=torch_stream(cfg.seed, "defense", round_),
     )
     agg = state.defense.aggregate(inp)
     t2 = time.perf_counter()
     mal = torch.tensor(malicious, dtype=torch.bool)
+    accepted = torch.zeros(len(selected), dtype=torch.bool)
+    accepted[keep] = agg.accepted.cpu()
+    agg = Aggregate(agg.global_params, accepted, agg.info)
     counts = detection_counts(agg.accepted, mal)
     row: dict[str, Any] = {
         "round": round_,
@@ -147,8 +154,28 @@ def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
         "train_s": round(t1 - t0, 4),
         "aggregate_s": round(t2 - t1, 4),
     }
-    row.update({f"info.{k}": (float(v) if isinstance(v, (int, float, bool)) else v) for k, v in agg.info.items()})
+    if not bool(keep.all()):
+        dropped = [c for c, k in zip(selected, keep.tolist()) if not k]
+        row["dropped"] = len(dropped)
+        row["dropped_reason"] = f"non-finite (NaN/Inf) updates from client(s) {dropped}; not aggregated"
+    row.update({f"info.{k}": _info_value(v) for k, v in agg.info.items()})
     return agg.global_params, row
+
+
+def finite_updates(updates: Tensor, client_ids: list[int], round_: int) -> Tensor:
+    """(n,) bool: which updates are finite. A non-finite update (an attack, or a client whose training
+    diverged) is dropped and recorded in the round's metrics row, as the Flower server drops such replies;
+    when every update of the round is non-finite nothing can be aggregated: ``ValueError`` naming the clients."""
+    keep = torch.isfinite(updates).all(dim=1)
+    if not bool(keep.any()):
+        raise ValueError(f"round {round_}: every update is non-finite (NaN/Inf), clients {client_ids}: local training "
+                         "diverged; lower train.lr (or attack.train.lr) or check the attack's parameters")
+    return keep
+
+
+def _info_value(v: Any) -> Any:
+    """A defense's info value as a metrics cell: numbers as float, anything else as text."""
+    return float(v) if isinstance(v, numbers.Real) else (v if isinstance(v, str) else str(v))
 
 
 def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -176,6 +203,8 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         "aggregate_s": round(sum(r["aggregate_s"] for r in rows), 2),
         "eval_s": round(sum(r.get("eval_s", 0.0) for r in rows), 2),
         "seconds": round(seconds, 2),
+        # rounds whose aggregate was non-finite: the defense kept the previous model (metrics.csv info.refused_reason)
+        "refused_rounds": sum(1 for r in rows if r.get("info.refused") == 1.0),
     }
 
 
@@ -194,6 +223,8 @@ def run_experiment(
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run; continue it with --resume or choose another --out")
+    prepare_out_dir(out)  # an unusable --out, a damaged or foreign checkpoint: reported before any data loads
+    saved = load_checkpoint(ckpt_path, resolved) if resume and ckpt_path.exists() else None
     setup = build_setup(cfg)
     pretrain: dict[str, Any] = {}
     if cfg.pretrain.rounds:
@@ -201,12 +232,11 @@ def run_experiment(
         setup = with_start(setup, start)
         start_eval = setup.evaluator.evaluate(setup.start)
         pretrain = {"pretrain_key": key, "pretrain_ma": start_eval["ma"], "pretrain_ba": start_eval["ba"]}
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, setup.start, resolved)
+    if saved is not None:
+        state = resume_state(saved, ckpt_path, setup.start, setup.new_defense())
         log(f"resuming {out} from round {state.round + 1}")
     else:
         state = RoundState(round=0, global_params=setup.start.clone(), defense=setup.new_defense())
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", resolved)
     start_time = time.perf_counter()
     elapsed_before = state.seconds
@@ -237,7 +267,7 @@ def run_experiment(
     summary = summarize(cfg, state.rows, seconds)
     summary.update(pretrain)
     final = {"global_params": state.global_params, "initial_params": setup.start, "layout": setup.layout.names}
-    atomic_torch_save(final, out / "final_model.pt")
+    save_model_file(final, out / "final_model.pt")
     if cfg.post_training is not None:
         summary["post_training"] = run_post_training(setup, state.global_params)
     plot_run(state.rows, out / "metrics.png", title=cfg.name)

@@ -24,7 +24,19 @@ from .evaluate import Evaluator
 from ..core.seeding import derive_seed, numpy_stream
 from .train import ParallelTrainer, TrainSettings, local_train_function
 
-__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "with_start"]
+__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "with_start", "check_device"]
+
+
+def check_device(device: str) -> None:
+    """:class:`ConfigError` naming ``device`` when this machine has no such device (checked before data loads)."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (index and int(index) >= count):
+            raise ConfigError(f"device={device!r} is not available on this machine ({count} CUDA device(s)); "
+                              "use device: cpu")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r} is not available on this machine; use device: cpu")
 
 
 def train_settings(tc: TrainConfig) -> TrainSettings:
@@ -110,6 +122,7 @@ def with_start(setup: Setup, start_params: Tensor) -> Setup:
 
 
 def build_setup(cfg: ExperimentConfig) -> Setup:
+    check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.data.dataset, cfg.data.root)
