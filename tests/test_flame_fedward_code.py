@@ -118,3 +118,19 @@ def test_fedward_code_round_uses_min_samples_equal_min_cluster_size_and_admits_a
         for ms, alpha in ((1, 1.0), (6, 0.9), (6, 1.0)):
             labels = hdbscan_labels(dist, 6, ms, alpha)
             assert (labels == 0).sum() >= 6 and set(labels.tolist()) <= {0, -1}
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [({"variant": "fedward"}, "variant"), ({"variant": ["paper"]}, "variant"), ({"hdbscan_alpha": 0}, "hdbscan_alpha"),
+     ({"hdbscan_alpha": "0.9"}, "hdbscan_alpha"), ({"min_samples": 1.5}, "min_samples"),
+     ({"min_samples": True}, "min_samples")],
+)
+def test_bad_new_parameters_fail_when_the_config_loads(params, name):
+    """variant, hdbscan_alpha and min_samples are declared parameters: refused at config load, naming the key."""
+    from fedshield.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=name):
+        config_from_dict({"defense": {"name": "flame", "params": params}})
+    cfg = config_from_dict({"defense": {"name": "flame", "params": {"variant": "fedward_code", "min_samples": None}}})
+    assert cfg.defense.params["variant"] == "fedward_code"

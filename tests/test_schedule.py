@@ -46,3 +46,35 @@ def test_config_attack_start_resolves_to_the_attack_round():
         config_from_dict({"defense": {"from_round": 0}})
     with pytest.raises(ConfigError, match="from_round"):
         config_from_dict({"defense": {"from_round": "later"}})
+
+
+@pytest.mark.parametrize("bad", [True, 2.5, "3", [2], None])
+def test_config_refuses_from_round_that_is_not_a_round(bad):
+    with pytest.raises(ConfigError, match="defense.from_round"):
+        config_from_dict({"defense": {"from_round": bad}})
+
+
+def test_config_refuses_from_round_after_the_last_round():
+    with pytest.raises(ConfigError, match="never run"):
+        config_from_dict({"rounds": 5, "defense": {"name": "flame", "from_round": 6}})
+    with pytest.raises(ConfigError, match="never run"):
+        config_from_dict({"rounds": 5, "attack": {"name": "dba", "start_round": 7}, "defense": {"from_round": "attack_start"}})
+    assert config_from_dict({"rounds": 5, "defense": {"from_round": 5}}).defense_from_round() == 5
+
+
+def test_checkpoint_keeps_the_state_of_the_scheduled_defense(tmp_path):
+    """The wrapped defense's state (FoolsGold's histories) goes into the checkpoint nested and comes back."""
+    from fedshield.sim.checkpoint import defense_state, restore_defense_state
+
+    gen = torch.Generator().manual_seed(0)
+    rounds = [make_input(torch.randn(4, 6, generator=gen), rnd=r, client_ids=[0, 1, 2, r + 2]) for r in (1, 2, 3)]
+    live = DefendFromRound(build_defense("foolsgold"), from_round=2)
+    for inp in rounds[:2]:
+        live.aggregate(inp)
+    assert sorted(live.inner.history) == [0, 1, 2, 4]  # round 2 only: round 1 was plain FedAvg
+    torch.save(defense_state(live), tmp_path / "s.pt")
+    fresh = DefendFromRound(build_defense("foolsgold"), from_round=2)
+    restore_defense_state(fresh, torch.load(tmp_path / "s.pt", weights_only=True), tmp_path / "s.pt")
+    a, b = live.aggregate(rounds[2]), fresh.aggregate(rounds[2])
+    assert torch.equal(a.global_params, b.global_params) and torch.equal(a.accepted, b.accepted)
+    assert all(torch.equal(live.inner.history[c], fresh.inner.history[c]) for c in live.inner.history)

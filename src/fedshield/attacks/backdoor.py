@@ -1,12 +1,14 @@
 """Per-batch data poisoning.
 
 * :class:`BatchPoisoner`: stamp a trigger on the first ``poison_per_batch`` samples of every batch and relabel
-  them to the target (DBA authors' code, algorithms.md §5; Fedward §3.4). In a distributed attack (DBA)
+  them to the target (DBA authors' code, docs/attacks.md, Sources.1;
+  Fedward's code, docs/defenses.md, Fedward.5). In a distributed attack (DBA)
   attacker ``i`` (0-based among the attackers) uses local part ``i`` of the global trigger; the backdoor
   accuracy is always measured with the global trigger. ``fraction`` (model alignment, FLAME §7) replaces the
   fixed count by ``round(fraction · batch length)``.
-* :class:`SourceClassPoisoner`: a source-specific backdoor (FLAIN's setting, algorithms.md §2.3): only samples of
-  the source class s are stamped and relabelled, ``round(fraction · #s in the batch)`` of them per batch.
+* :class:`SourceClassPoisoner`: a source-specific backdoor (FLAIN's setting; docs/defenses.md, FLAIN.5): only
+  samples of the source class s are stamped and relabelled, ``round(fraction · #s in the batch)`` of them per
+  batch.
 * :class:`SubstitutePoisoner`: swap the first k samples of every batch for samples drawn from a pool of real
   backdoor images (semantic and edge-case backdoors; Bagdasaryan et al. swap c backdoor images into each batch).
 * :func:`flip_labels`: l → L − l − 1 (label flipping, Fang et al. / FLTrust).

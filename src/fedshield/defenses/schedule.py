@@ -3,7 +3,8 @@
 The Fedward authors apply every defense of their Table I only in attack rounds and average the local models
 (unweighted, no clipping, no noise) in the rounds before (repository zkya/FEDWARD: ``main_flame.py`` lines 48,
 53 and 108-117; ``main_flex_fedward.py`` lines 53, 57 and 113-121). That is part of the experiment's schedule,
-not of any one defense, so it is one config key for every defense (``defense.from_round``) and one wrapper here.
+not of any one defense, so it is one config key for every defense (``defense.from_round``) and one wrapper here
+(docs/defenses.md, Conventions.2; docs/defenses.md, Fedward.5).
 
 The wrapper decides from ``RoundInput.round`` alone: the server knows its own schedule in advance, as the
 authors' code does (``attack_epoch_in`` is a fixed setting). Nothing tells a defense whether a round is attacked.
@@ -11,15 +12,17 @@ authors' code does (``attack_epoch_in`` is a fixed setting). Nothing tells a def
 
 from __future__ import annotations
 
-import torch
-
+from ..core.numeric import is_int
 from .base import Aggregate, Defense, RoundInput, require
+from .fedavg import FedAvg
 
 __all__ = ["DefendFromRound", "scheduled"]
 
 
 class DefendFromRound(Defense):
-    """``inner`` from round ``from_round`` on; before it G_t = G_{t−1} + (1/n) Σ_i Δ_i, every client admitted.
+    """``inner`` from round ``from_round`` on; before it G_t = G_{t−1} + (1/n) Σ_i Δ_i, every client admitted
+    (``FedAvg(weighting="uniform")``). Both keep their state in this object, so a checkpoint saves it
+    (:func:`fedshield.sim.checkpoint.defense_state` saves a held defense's state nested).
 
     ``info["defended"]`` is 1.0 in rounds the inner defense ran, 0.0 otherwise. ``from_round = 1`` is the inner
     defense unchanged (every round).
@@ -31,20 +34,15 @@ class DefendFromRound(Defense):
 
     def __init__(self, inner: Defense, from_round: int):
         require(isinstance(inner, Defense), "inner", inner, "must be a Defense")
-        require(
-            isinstance(from_round, int) and not isinstance(from_round, bool) and from_round >= 1,
-            "from_round", from_round, "allowed: an integer >= 1",
-        )
+        require(is_int(from_round) and from_round >= 1, "from_round", from_round, "allowed: an integer >= 1")
         self.inner = inner
+        self.before = FedAvg(weighting="uniform")
         self.from_round = int(from_round)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:
-        if inp.round >= self.from_round:
-            agg = self.inner.aggregate(inp)
-            return Aggregate(agg.global_params, agg.accepted, {**agg.info, "defended": 1.0})
-        new = inp.global_params + inp.updates.mean(dim=0)
-        accepted = torch.ones(inp.n, dtype=torch.bool)
-        return Aggregate(new, accepted, {"accepted": float(inp.n), "defended": 0.0})
+        defended = inp.round >= self.from_round
+        agg = (self.inner if defended else self.before).aggregate(inp)
+        return Aggregate(agg.global_params, agg.accepted, {**agg.info, "defended": float(defended)})
 
 
 def scheduled(defense: Defense, from_round: int) -> Defense:
