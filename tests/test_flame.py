@@ -122,34 +122,25 @@ def test_malicious_excluded_and_mean_of_clipped():
 
 def test_hdbscan_called_with_paper_parameters(monkeypatch):
     calls = []
-    real = flame_mod.HDBSCAN
+    real = flame_mod.hdbscan_labels
 
-    def spy(**kw):
-        calls.append(kw)
-        return real(**kw)
+    def spy(dist, min_cluster_size, min_samples, alpha=1.0):
+        calls.append((min_cluster_size, min_samples, alpha))
+        return real(dist, min_cluster_size, min_samples, alpha)
 
-    monkeypatch.setattr(flame_mod, "HDBSCAN", spy)
+    monkeypatch.setattr(flame_mod, "hdbscan_labels", spy)
     x, _ = benign_and_attackers()
     agg = FLAME(noise=False).aggregate(make_input(x))
-    assert len(calls) == 1
-    kw = calls[0]
-    assert kw["min_cluster_size"] == 10 // 2 + 1 == 6
-    assert kw["min_samples"] == 2  # hdbscan's min_samples=1 (paper) in sklearn's convention
-    assert kw["allow_single_cluster"] is True
-    assert kw["metric"] == "precomputed"
-    assert agg.info["min_cluster_size"] == 6.0
+    assert calls == [(10 // 2 + 1, 1, 1.0)]  # App. E: min_cluster_size n//2+1 = 6, min_samples 1 (hdbscan convention)
+    assert agg.info["min_cluster_size"] == 6.0 and agg.info["min_samples"] == 1.0
 
 
-class _AllNoise:
-    def __init__(self, **kw):
-        pass
-
-    def fit_predict(self, dist):
-        return np.full(dist.shape[0], -1)
+def _all_noise(dist, min_cluster_size, min_samples, alpha=1.0):
+    return np.full(dist.shape[0], -1)
 
 
 def test_all_noise_policies(monkeypatch):
-    monkeypatch.setattr(flame_mod, "HDBSCAN", _AllNoise)
+    monkeypatch.setattr(flame_mod, "hdbscan_labels", _all_noise)
     x, _ = benign_and_attackers()
     g = torch.full((x.shape[1],), 0.5)
     agg = FLAME(noise=False).aggregate(make_input(x, g=g))

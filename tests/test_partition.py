@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import Tensor
 
+import numpy as np
+
 from fedshield.data import class_histogram, deg_niid, dirichlet, fang_q, iid, partition
+from fedshield.data.partition import dirichlet_counts
 
 L = 10
 LABELS = torch.arange(1000) % L  # 100 samples per class, interleaved
@@ -104,6 +107,36 @@ def test_dirichlet_small_alpha_is_more_skewed() -> None:
 
     skewed, flat = mean_max_share(0.1), mean_max_share(100.0)
     assert skewed > 0.6 and flat < 0.2 and skewed > flat
+
+
+def test_dirichlet_counts_round_half_to_even_and_leftovers_by_hand() -> None:
+    # 10 × [0.25, 0.25, 0.45, 0.05] = [2.5, 2.5, 4.5, 0.5] → round half to even [2, 2, 4, 0]: 2 samples left unused
+    assert dirichlet_counts(10, np.array([0.25, 0.25, 0.45, 0.05])).tolist() == [2, 2, 4, 0]
+    # 10 × [0.36, 0.36, 0.28] = [3.6, 3.6, 2.8] → [4, 4, 3] = 11 > 10: the last client is cut to 2
+    assert dirichlet_counts(10, np.array([0.36, 0.36, 0.28])).tolist() == [4, 4, 2]
+    # the cut can leave the last clients empty
+    assert dirichlet_counts(4, np.array([0.6, 0.4, 0.0, 0.0])).tolist() == [2, 2, 0, 0]  # 2.4→2, 1.6→2
+
+
+def test_dirichlet_fedward_nir_reading_statistics() -> None:
+    """Fedward's NIR as its code reads it (alpha = NIR/100): per class, the clients' counts are the rounded
+    Dirichlet shares of that class, sizes vary, every sample at most once, and NIR 25 is the most skewed."""
+    labels = torch.arange(6000) % L  # 600 per class
+    parts = {a: dirichlet(labels, 100, alpha=a, seed=3) for a in (0.25, 0.5, 0.75)}
+    for a, p in parts.items():
+        union = assert_disjoint(p, 6000)
+        hist = class_histogram(labels, p, L)
+        # per class, at most ~K/2 samples lost to rounding and never more than the class holds
+        assert bool((hist.sum(0) <= 600).all()) and bool((hist.sum(0) >= 600 - 50).all()), a
+        assert union.numel() == int(hist.sum())
+        sizes = hist.sum(1)
+        assert int(sizes.max()) > 2 * int(sizes.min()), a  # client sizes vary, unlike an equal split
+    def mean_max_share(p: list[Tensor]) -> float:
+        hist = class_histogram(labels, p, L).double()
+        return float((hist / hist.sum(1, keepdim=True).clamp_min(1)).max(1).values.mean())
+
+    shares = [mean_max_share(parts[a]) for a in (0.25, 0.5, 0.75)]
+    assert shares[0] > shares[1] > shares[2]  # NIR 25 % is the MOST skewed setting in this reading
 
 
 # -------------------------------------------------------------------------------------------------- fang_q

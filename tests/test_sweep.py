@@ -178,3 +178,12 @@ def test_ranking_check_counts_settings_and_pairs_by_hand():
     assert (rc["settings"], rc["ours"], rc["paper"]) == (2, 1, 1)
     assert (rc["pairs"], rc["pairs_ours"], rc["pairs_paper"]) == (4, 3, 3)
     assert rc["disagree"] == [("A",)]
+
+
+def test_table_reads_nested_summary_metrics():
+    from fedshield.report.table import summary_value
+
+    s = {"aasr": 0.25, "post_training": {"ba_after": 0.03, "k": 0.001}}
+    assert summary_value(s, "aasr") == 0.25
+    assert summary_value(s, "post_training.ba_after") == 0.03
+    assert summary_value(s, "post_training.ma_after") is None and summary_value(s, "nope") is None

@@ -14,13 +14,14 @@ import copy
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .attacks import available_attacks, validate_attack_params
 from .core.errors import ConfigError
+from .core.numeric import is_int
 from .core.registry import Registry
 from .data import DATASETS, PARTITIONS
 from .defenses import get_defense_class, validate_defense, validate_post_training
@@ -156,6 +157,16 @@ class DefenseConfig(_Strict):
 
     name: str = "fedavg"
     params: dict[str, Any] = Field(default_factory=dict)
+    # the defense runs from this round on; before it, plain unweighted FedAvg (the Fedward authors' schedule:
+    # defenses only in attack rounds). "attack_start": attack.start_round. 1: every round.
+    from_round: Union[int, Literal["attack_start"]] = 1
+
+    @field_validator("from_round", mode="before")
+    @classmethod
+    def _round_or_attack_start(cls, v: Any) -> Any:
+        if v == "attack_start" or (is_int(v) and v >= 1):
+            return v
+        raise ValueError(f"defense.from_round={v!r} is invalid; allowed: an integer >= 1 or 'attack_start'")
 
     @model_validator(mode="after")
     def _valid(self) -> "DefenseConfig":
@@ -218,12 +229,22 @@ class ExperimentConfig(_Strict):
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v  # `post_training: flain`
 
+    def defense_from_round(self) -> int:
+        """The first round the defense runs in (``defense.from_round`` with ``attack_start`` resolved)."""
+        fr = self.defense.from_round
+        return self.attack.start_round if fr == "attack_start" else int(fr)
+
     @model_validator(mode="after")
     def _consistency(self) -> "ExperimentConfig":
         if "server_data" in get_defense_class(self.defense.name).context_args and self.data.server_holdout == 0:
             raise ValueError(f"defense {self.defense.name!r} needs the server's own data: set data.server_holdout > 0")
         if self.post_training is not None and self.data.server_holdout == 0:
             raise ValueError(f"post_training {self.post_training.name!r} needs an auxiliary set: set data.server_holdout > 0")
+        if self.defense_from_round() > self.rounds:
+            raise ValueError(
+                f"defense.from_round={self.defense.from_round!r} is round {self.defense_from_round()}, after the last "
+                f"round (rounds={self.rounds}); the defense would never run"
+            )
         if self.clients_per_round > self.num_clients:
             raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
         a = self.attack

@@ -6,6 +6,9 @@
   attacker ``i`` (0-based among the attackers) uses local part ``i`` of the global trigger; the backdoor
   accuracy is always measured with the global trigger. ``fraction`` (model alignment, FLAME §7) replaces the
   fixed count by ``round(fraction · batch length)``.
+* :class:`SourceClassPoisoner`: a source-specific backdoor (FLAIN's setting; docs/defenses.md, FLAIN.5): only
+  samples of the source class s are stamped and relabelled, ``round(fraction · #s in the batch)`` of them per
+  batch.
 * :class:`SubstitutePoisoner`: swap the first k samples of every batch for samples drawn from a pool of real
   backdoor images (semantic and edge-case backdoors; Bagdasaryan et al. swap c backdoor images into each batch).
 * :func:`flip_labels`: l → L − l − 1 (label flipping, Fang et al. / FLTrust).
@@ -19,7 +22,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["BatchPoisoner", "SubstitutePoisoner", "flip_labels"]
+__all__ = ["BatchPoisoner", "SourceClassPoisoner", "SubstitutePoisoner", "flip_labels"]
 
 
 def _count(per_batch: int, fraction: Optional[float], n: int) -> int:
@@ -50,6 +53,40 @@ class BatchPoisoner:
         y = y.clone()
         self.trigger.apply_(x[:k])
         y[:k] = self.target
+        return x, y
+
+
+@dataclass(frozen=True)
+class SourceClassPoisoner:
+    """Poison only images of class ``source``: the first ``round(fraction · m)`` of the m source-class samples of
+    each batch get ``trigger`` and ``target`` (half to even, as Python's ``round``).
+
+    FLAIN's code (``utils.py``) poisons ``poison_frac`` of each malicious client's base-class samples once, before
+    training; stamping a share of the base-class samples of every (shuffled) batch poisons the same share in
+    expectation.
+    """
+
+    trigger: Any
+    target: int
+    source: int
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"source_fraction={self.fraction} is invalid; must be in (0, 1]")
+        if self.source == self.target:
+            raise ValueError(f"source_class={self.source} equals the target label; choose another class")
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        idx = torch.nonzero(y == self.source).flatten()
+        k = int(round(self.fraction * idx.numel()))
+        if k == 0:
+            return x, y
+        pick = idx[:k]
+        x = x.clone()
+        y = y.clone()
+        x[pick] = self.trigger.apply(x[pick])
+        y[pick] = self.target
         return x, y
 
 

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``pixel`` | first ``poison_per_batch`` samples of every batch get the global trigger and the target label | global trigger on non-target test images |
 | ``dba`` | as ``pixel`` with local trigger part ``rank`` (DBA, Xie et al.) | same, global trigger |
+| ``pixel``/``dba`` with ``source_class: s`` | only class-s samples: ``round(source_fraction · #s)`` per batch (FLAIN's base class → target) | global trigger on the class-s test images |
 | ``blended`` | first k samples blended with a full-image pattern, x' = (1 − α)x + α·pattern | blended non-target test images |
 | ``semantic`` | first k samples of every batch swapped for real images of a sub-population, labelled target | held-out test images of the sub-population |
 | ``edge_case`` | as ``semantic`` with a rare (tail) sub-population | held-out test images of the sub-population |
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..core.numeric import is_int
-from .backdoor import BatchPoisoner, SubstitutePoisoner, flip_labels
+from .backdoor import BatchPoisoner, SourceClassPoisoner, SubstitutePoisoner, flip_labels
 from ..core.errors import ParameterError
 from ..core.params import Param, boolean, choice, integer, number
 from ..core.registry import Registry
@@ -58,12 +59,36 @@ def build_data_poison(name: str, params: Mapping[str, Any] | None, ctx: AttackCo
 class PixelPoison(DataPoison):
     name = "pixel"
     summary = "pixel-pattern trigger (global trigger) on the first poison_per_batch samples of each batch"
+    # source_class: poison (and test) only images of this class (FLAIN: base class 0 -> target 5); then
+    # source_fraction of the class's samples in each batch are poisoned and poison_per_batch is not used
+    params_spec: ClassVar[dict[str, Param]] = {
+        "source_class": integer(0, default=None, nullable=True),
+        "source_fraction": number(0, 1, lo_open=True, default=0.5),
+    }
+
+    def __init__(self, params: Mapping[str, Any], ctx: AttackContext):
+        super().__init__(params, ctx)
+        s = self.params.get("source_class")
+        if s is not None and s >= ctx.num_classes:
+            raise ParameterError(f"source_class={s} is invalid; the dataset has classes 0..{ctx.num_classes - 1}")
+        if s is not None and s == ctx.target_label:
+            raise ParameterError(f"source_class={s} is invalid; it equals attack.target_label")
 
     def trigger_for(self, rank: int) -> Any:
         return self.ctx.trigger
 
     def prepare(self, x, y, rank, generator, fraction=None):
+        s = self.params.get("source_class")
+        if s is not None:
+            return x, y, SourceClassPoisoner(self.trigger_for(rank), self.ctx.target_label, s, self.params["source_fraction"])
         return x, y, BatchPoisoner(self.trigger_for(rank), self.ctx.target_label, self.ctx.poison_per_batch, fraction)
+
+    def backdoor_test_set(self, test_x, test_y):
+        s = self.params.get("source_class")
+        if s is None:
+            return super().backdoor_test_set(test_x, test_y)
+        keep = test_y == s
+        return self.ctx.trigger.apply(test_x[keep]), torch.full((int(keep.sum()),), self.ctx.target_label, dtype=torch.int64)
 
 
 @_register

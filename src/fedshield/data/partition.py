@@ -23,6 +23,7 @@ __all__ = [
     "PARTITION_METHODS",
     "iid",
     "dirichlet",
+    "dirichlet_counts",
     "deg_niid",
     "fang_q",
     "partition",
@@ -106,12 +107,29 @@ def iid(num_samples_or_indices: int | Tensor, num_clients: int, seed: int) -> li
     return [torch.from_numpy(np.sort(shuffled[bounds[k] : bounds[k + 1]])) for k in range(num_clients)]
 
 
-def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list[Tensor]:
-    """Per-class Dirichlet split (docs/partitions.md, Dirichlet).
+def dirichlet_counts(class_size: int, proportions: np.ndarray) -> np.ndarray:
+    """How many samples of one class each client takes: ``round(class_size·p_k)`` (half to even, as Python's
+    ``round`` and ``np.round``), taken in client order from the class's shuffled list and cut where it ends.
 
-    For each class c in ascending order: shuffle its samples, draw p ~ Dir(alpha·1_K), and let client k take
-    the next ``round(|c|·p_k)`` samples, truncated at the end of the list. Rounding can leave a few samples of
-    a class unassigned (as in the DBA / Bagdasaryan code); they are not used.
+    This is the rule of Fedward's ``utils/sampling.py`` lines 40-47 (repository zkya/FEDWARD, the DBA /
+    Bagdasaryan code before it): ``no_imgs = int(round(sampled_probabilities[user]))`` then
+    ``cifar_classes[n][:min(len(...), no_imgs)]``. If the rounded counts sum to less than ``class_size`` the last
+    samples of the shuffled list stay unassigned (unused); if they sum to more, the last clients in id order get
+    fewer, down to none.
+    """
+    counts = np.round(class_size * np.asarray(proportions, dtype=np.float64)).astype(np.int64)
+    ends = np.minimum(np.cumsum(counts), class_size)
+    return np.diff(np.concatenate([[0], ends]))
+
+
+def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list[Tensor]:
+    """Per-class Dirichlet split (docs/partitions.md, Dirichlet); Fedward's NIR as its authors' code implements it,
+    alpha = NIR / 100 (docs/partitions.md, NIR).
+
+    For each class c in ascending order: shuffle its samples, draw p ~ Dir(alpha·1_K) over all K clients, and let
+    client k take the next :func:`dirichlet_counts` samples. Clients' dataset sizes vary; clients with special
+    roles (attackers) draw from the same split. Fedward's code (``utils/sampling.py`` line 32) uses class 0's
+    size for every class; here each class uses its own size (identical for Fashion-MNIST, 6,000 per class).
     """
     _check_clients(num_clients)
     if not is_finite_number(alpha) or alpha <= 0:
@@ -121,8 +139,8 @@ def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list
     client_of = np.full(y.size, -1, dtype=np.int64)
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
-        counts = np.round(members.size * rng.dirichlet(np.full(num_clients, float(alpha)))).astype(np.int64)
-        ends = np.minimum(np.cumsum(counts), members.size)
+        counts = dirichlet_counts(members.size, rng.dirichlet(np.full(num_clients, float(alpha))))
+        ends = np.cumsum(counts)
         starts = np.concatenate([[0], ends[:-1]])
         for k in range(num_clients):
             client_of[members[starts[k] : ends[k]]] = k

@@ -5,7 +5,9 @@ One round of Algorithm 1 (docs/defenses.md, FLAME.1), on the (n × d) matrix at 
 * line 6, Eq. (2): pairwise cosine distances c_ij = 1 − <W_i, W_j> / (‖W_i‖ ‖W_j‖) (one matmul);
 * line 7: HDBSCAN on the precomputed distances, ``min_cluster_size = n//2 + 1``, paper ``min_samples = 1``,
   ``allow_single_cluster=True`` (App. E; docs/defenses.md, FLAME.3); the admitted models are the points not
-  labelled noise;
+  labelled noise. The clustering follows the McInnes ``hdbscan`` library the paper used
+  (:func:`hdbscan_mutual_reachability`: its ``min_samples`` and ``alpha`` conventions), run through
+  ``sklearn.cluster.HDBSCAN``;
 * lines 8–9: e_i = ‖W_i − G_{t−1}‖₂ and S_t = median(e_1, …, e_n) over ALL n clients (paper §4.3: "the rejected
   models are also considered"; docs/defenses.md, FLAME.5);
 * line 10: W^c_i = G + Δ_i · min(1, S_t / e_i);
@@ -15,6 +17,14 @@ One round of Algorithm 1 (docs/defenses.md, FLAME.1), on the (n × d) matrix at 
 
 Batch-norm buffers (layout kind ``"buffer"``) are excluded from distances, norms and noise and aggregated by the
 plain mean of the admitted clients' values (docs/defenses.md, Conventions.3).
+
+``variant="fedward_code"`` is FLAME as the Fedward authors ran it for their Table I (repository zkya/FEDWARD,
+``trainer/filter.py`` lines 51-76 and 100-105, ``main_flame.py`` lines 119-151, ``utils/options.py`` line 60;
+docs/results/fedward_table1_readings.md): cosine distances of the full local models, ``hdbscan.HDBSCAN(
+min_cluster_size=n//2+1, allow_single_cluster=True, alpha=0.9, metric="precomputed")`` with ``min_samples`` left
+at the library default (= ``min_cluster_size``), the largest cluster admitted, S_t the median over all n, noise
+std λ·S_t with λ = 1e-4. The authors filter only in attack rounds; that is the experiment's schedule, not a
+FLAME parameter (config key ``defense.from_round``, :mod:`fedshield.defenses.schedule`).
 """
 
 from __future__ import annotations
@@ -38,7 +48,17 @@ __all__ = [
     "lambda_from_dp",
     "true_median",
     "largest_cluster",
+    "hdbscan_mutual_reachability",
+    "hdbscan_labels",
+    "FLAME_VARIANTS",
 ]
+
+# variant → defaults of min_samples (hdbscan-library convention), hdbscan alpha and λ;
+# min_samples None means "= min_cluster_size" (the hdbscan library's default, hdbscan_.py: `if min_samples is None`)
+FLAME_VARIANTS = {
+    "paper": {"min_samples": 1, "hdbscan_alpha": 1.0, "lam": 0.001},
+    "fedward_code": {"min_samples": None, "hdbscan_alpha": 0.9, "lam": 1e-4},
+}
 
 
 def flame_clip_bound(norms: Tensor) -> Tensor:
@@ -65,12 +85,57 @@ def largest_cluster(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return labels == best, int(uniq.size)
 
 
+def hdbscan_mutual_reachability(dist: np.ndarray, min_samples: int, alpha: float = 1.0) -> np.ndarray:
+    """The mutual reachability matrix exactly as the McInnes ``hdbscan`` library computes it for a precomputed
+    distance matrix (``_hdbscan_reachability.pyx``, ``mutual_reachability``):
+
+    * core_i = the ``min_samples``-th smallest distance of point i **not counting itself** (the sorted column at
+      index ``min_samples``; ``min_samples`` is capped at n − 1 as the library does);
+    * MR_ij = max(d_ij / alpha, core_i, core_j) for i ≠ j; the core distances are taken **before** the division
+      by ``alpha``, so ``alpha`` < 1 lengthens the pairwise distances relative to the core distances.
+
+    ``sklearn.cluster.HDBSCAN`` differs on both points: its ``min_samples`` counts the point itself (hdbscan
+    ``k`` = sklearn ``k + 1``) and it divides the whole matrix by ``alpha`` before taking core distances, so
+    there ``alpha`` only rescales every distance and never changes the labels. The diagonal is returned as 0.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    n = d.shape[0]
+    k = min(n - 1, int(min_samples))
+    core = np.sort(d, axis=0)[k]
+    mr = np.maximum(np.maximum(d / float(alpha), core[None, :]), core[:, None])
+    np.fill_diagonal(mr, 0.0)
+    return mr
+
+
+def hdbscan_labels(dist: np.ndarray, min_cluster_size: int, min_samples: int, alpha: float = 1.0) -> np.ndarray:
+    """Labels of ``hdbscan.HDBSCAN(min_cluster_size, min_samples, alpha, metric="precomputed",
+    allow_single_cluster=True)`` computed with scikit-learn: :func:`hdbscan_mutual_reachability`, then
+    ``sklearn.cluster.HDBSCAN`` with ``min_samples=1`` on that matrix (its core distances are then 0, so it builds
+    the single-linkage tree of the given matrix; the condensed tree and the single-cluster labelling are the same
+    algorithm in both libraries). Checked against hdbscan 0.8.44 on 1,600 random 10-client matrices (docs)."""
+    mr = hdbscan_mutual_reachability(dist, min_samples, alpha)
+    clusterer = HDBSCAN(
+        min_cluster_size=min_cluster_size,
+        min_samples=1,
+        metric="precomputed",
+        allow_single_cluster=True,
+        cluster_selection_epsilon=0.0,
+        copy=True,
+    )
+    return np.asarray(clusterer.fit_predict(mr))
+
+
 @register
 class FLAME(Defense):
     """FLAME: HDBSCAN filtering of cosine distances, median-norm clipping, adaptive Gaussian noise (Alg. 1).
 
     Parameters
     ----------
+    variant:
+        ``"paper"`` (default): FLAME's paper (App. E: ``min_samples = 1``; App. B.3: λ = 0.001). ``"fedward_code"``:
+        FLAME as in the Fedward authors' ``main_flame.py`` / ``trainer/filter.py`` (``min_samples`` = the hdbscan
+        default = ``min_cluster_size``, ``hdbscan_alpha = 0.9``, λ = 1e-4; see the module docstring). The variant
+        only sets the defaults of ``min_samples``, ``hdbscan_alpha`` and ``lam``; a value given explicitly wins.
     cluster_on:
         ``"models"`` (default): cosine distances of the flattened local models W_i, as in Alg. 1 line 6 / Eq. (2).
         ``"updates"``: of the updates Δ_i, as §4.3.1's prose says ("angular differences between all model
@@ -78,9 +143,13 @@ class FLAME(Defense):
     min_cluster_size:
         HDBSCAN minimum cluster size; ``None`` (default) means ``n // 2 + 1`` per round (App. E, §4.3.1).
     min_samples:
-        HDBSCAN ``min_samples`` in the convention of the McInnes ``hdbscan`` library the paper used (App. E:
-        ``min_samples = 1``, the default). ``sklearn.cluster.HDBSCAN`` counts the point itself, so it is called
-        with ``min_samples + 1`` (scikit-learn PR #28465; docs/defenses.md, FLAME.3).
+        HDBSCAN ``min_samples`` in the convention of the McInnes ``hdbscan`` library the paper used (the point
+        itself not counted; scikit-learn counts it, PR #28465; docs/defenses.md, FLAME.3). ``None`` (default): the
+        variant's value, 1 for ``"paper"`` (App. E), ``min_cluster_size`` for ``"fedward_code"`` (the library's
+        default, which the Fedward code leaves in place).
+    hdbscan_alpha:
+        the hdbscan library's ``alpha`` (pairwise distances divided by it, core distances not; see
+        :func:`hdbscan_mutual_reachability`). ``None`` (default): 1.0 for ``"paper"``, 0.9 for ``"fedward_code"``.
     allow_single_cluster:
         must be True: with ``min_cluster_size > n/2`` the only candidate cluster is the root, and with False every
         client comes out as noise (docs/defenses.md, FLAME.3 [X]).
@@ -89,8 +158,9 @@ class FLAME(Defense):
         reimplementations do) or ``"reject_all"`` (no client enters; G_t = G_{t−1}, plus noise if enabled).
         ``info["all_noise"]`` is 1.0 in either case.
     lam / epsilon, delta:
-        the noise level λ (σ = λ·S_t). Give either ``lam`` (default 0.001, App. B.3 for image classification) or
-        both ``epsilon`` and ``delta`` (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
+        the noise level λ (σ = λ·S_t). Give either ``lam`` (default: the variant's, 0.001 for ``"paper"`` (App. B.3,
+        image classification), 1e-4 for ``"fedward_code"``) or both ``epsilon`` and ``delta``
+        (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
     clustering, clipping, noise:
         switches for FLAME's ablation (Table 1); all True by default. With ``clustering=False`` every client is
         admitted. S_t is computed whenever clipping or noise is on.
@@ -102,9 +172,11 @@ class FLAME(Defense):
 
     def __init__(
         self,
+        variant: str = "paper",
         cluster_on: str = "models",
         min_cluster_size: int | None = None,
-        min_samples: int = 1,
+        min_samples: int | None = None,
+        hdbscan_alpha: float | None = None,
         allow_single_cluster: bool = True,
         all_noise_policy: str = "admit_all",
         lam: float | None = None,
@@ -114,6 +186,9 @@ class FLAME(Defense):
         clipping: bool = True,
         noise: bool = True,
     ):
+        require(isinstance(variant, str) and variant in FLAME_VARIANTS, "variant", variant,
+                f"allowed: {', '.join(map(repr, FLAME_VARIANTS))}")
+        defaults = FLAME_VARIANTS[variant]
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(
             min_cluster_size is None
@@ -121,8 +196,13 @@ class FLAME(Defense):
             "min_cluster_size", min_cluster_size, "allowed: None (n // 2 + 1) or an integer >= 2",
         )
         require(
-            is_int(min_samples) and min_samples >= 1,
-            "min_samples", min_samples, "allowed: an integer >= 1 (hdbscan-library convention; the paper uses 1)",
+            min_samples is None or (is_int(min_samples) and min_samples >= 1),
+            "min_samples", min_samples,
+            "allowed: None (the variant's value) or an integer >= 1 (hdbscan-library convention; the paper uses 1)",
+        )
+        require(
+            hdbscan_alpha is None or (is_finite_number(hdbscan_alpha) and hdbscan_alpha > 0),
+            "hdbscan_alpha", hdbscan_alpha, "allowed: None (the variant's value) or a finite number > 0",
         )
         if allow_single_cluster is not True:
             raise ParameterError(
@@ -148,12 +228,15 @@ class FLAME(Defense):
                     "allowed: 0 < delta < 1.25 (so that ln(1.25/delta) > 0)")
             lam_value = lambda_from_dp(float(epsilon), float(delta))
         else:
-            lam_value = 0.001 if lam is None else lam
+            lam_value = defaults["lam"] if lam is None else lam
             require(is_finite_number(lam_value) and lam_value >= 0, "lam", lam,
                     "allowed: a finite number >= 0")
+        self.variant = variant
         self.cluster_on = cluster_on
         self.min_cluster_size = min_cluster_size
-        self.min_samples = int(min_samples)
+        # None = min_cluster_size of the round (only possible for fedward_code or an explicit None default)
+        self.min_samples = defaults["min_samples"] if min_samples is None else int(min_samples)
+        self.hdbscan_alpha = float(defaults["hdbscan_alpha"] if hdbscan_alpha is None else hdbscan_alpha)
         self.allow_single_cluster = True
         self.all_noise_policy = all_noise_policy
         self.epsilon = None if epsilon is None else float(epsilon)
@@ -168,27 +251,15 @@ class FLAME(Defense):
     def _cluster(self, dist: Tensor, n: int) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 line 7: HDBSCAN on the precomputed cosine distances; returns (admitted mask, info)."""
         mcs = n // 2 + 1 if self.min_cluster_size is None else self.min_cluster_size
-        sk_min_samples = self.min_samples + 1  # sklearn counts the point itself (hdbscan library does not)
-        info = {"min_cluster_size": float(mcs), "min_samples": float(self.min_samples)}
+        min_samples = mcs if self.min_samples is None else self.min_samples
+        info = {"min_cluster_size": float(mcs), "min_samples": float(min_samples), "hdbscan_alpha": self.hdbscan_alpha}
         if n < 2:
             # Nothing to cluster; a single client is admitted (HDBSCAN needs at least two points).
             info.update(num_clusters=1.0, all_noise=0.0)
             return torch.ones(n, dtype=torch.bool), info
         if mcs > n:
             raise ValueError(f"flame: min_cluster_size={mcs} exceeds the {n} clients of this round")
-        if sk_min_samples > n:
-            raise ValueError(
-                f"flame: min_samples={self.min_samples} needs at least {sk_min_samples} clients, got {n}"
-            )
-        clusterer = HDBSCAN(
-            min_cluster_size=mcs,
-            min_samples=sk_min_samples,
-            metric="precomputed",
-            allow_single_cluster=True,
-            cluster_selection_epsilon=0.0,
-            copy=True,
-        )
-        labels = np.asarray(clusterer.fit_predict(dist.cpu().numpy().astype(np.float64)))
+        labels = hdbscan_labels(dist.cpu().numpy(), mcs, min_samples, self.hdbscan_alpha)
         mask, num_clusters = largest_cluster(labels)
         all_noise = num_clusters == 0
         if all_noise:

@@ -33,7 +33,23 @@ METRIC_NAMES = {
     "final_ba": "BA",
     "malicious_accepted_share": "malicious accepted",
     "benign_accepted_share": "benign accepted",
+    "post_training.ma_before": "MA before FLAIN",
+    "post_training.ma_after": "MA after FLAIN",
+    "post_training.ba_before": "BA before FLAIN",
+    "post_training.ba_after": "BA after FLAIN",
 }
+
+
+def summary_value(summary: dict[str, Any], metric: str) -> Any:
+    """``summary[metric]``; a dotted metric reaches into a nested dict (``post_training.ba_after``)."""
+    if metric in summary:
+        return summary[metric]
+    node: Any = summary
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def load_reference(path: str | Path, keys: list[str]) -> dict[tuple[tuple[str, ...], str], float]:
@@ -104,7 +120,7 @@ def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -
         for col in cols:
             s = ours.get(row + col)
             for m in metrics:
-                v = s.get(m) if s else None
+                v = summary_value(s, m) if s else None
                 mine = math.nan if v is None else 100.0 * float(v)
                 cells[(row, col, m)] = (mine, ref.get((row + col, m), math.nan))
     return {

@@ -162,12 +162,15 @@ def resume_state(saved: Mapping[str, Any], path: str | Path, start_params: Tenso
 
 def defense_state(defense: Any) -> dict[str, Any]:
     """The defense's attributes that are tensors or plain containers (its parameters and what it keeps between
-    rounds). Models, trainers and callables are rebuilt from the config on resume, not saved."""
-    return {k: v for k, v in vars(defense).items() if _is_plain(v)}
+    rounds); a defense held by another (the schedule's inner defense, :mod:`fedshield.defenses.schedule`) as its
+    own nested state. Models, trainers and callables are rebuilt from the config on resume, not saved."""
+    return {k: defense_state(v) if isinstance(v, Defense) else v
+            for k, v in vars(defense).items() if isinstance(v, Defense) or _is_plain(v)}
 
 
 def restore_defense_state(defense: Any, state: Mapping[str, Any], path: str | Path) -> None:
-    """Put :func:`defense_state` back into a defense freshly built from the same config."""
+    """Put :func:`defense_state` back into a defense freshly built from the same config (a held defense's
+    nested state into that defense)."""
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: 'defense_state' is damaged")
     unknown = [k for k in state if k not in vars(defense)]
@@ -175,4 +178,8 @@ def restore_defense_state(defense: Any, state: Mapping[str, Any], path: str | Pa
         raise CheckpointError(f"{path}: the defense state has attributes {unknown} that {type(defense).__name__} "
                               "does not have (made by another version?)")
     for k, v in state.items():
-        setattr(defense, k, v)
+        held = getattr(defense, k)
+        if isinstance(held, Defense):
+            restore_defense_state(held, v, path)
+        else:
+            setattr(defense, k, v)

@@ -19,6 +19,7 @@ from ..attacks import Attack, AttackContext, Trigger, build_attack, named_trigge
 from ..config import ConfigError, ExperimentConfig, TrainConfig
 from ..data import Dataset, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
+from ..defenses.schedule import scheduled
 from ..models import ParamLayout, build_model, flatten_params
 from .evaluate import Evaluator
 from ..core.seeding import derive_seed, numpy_stream
@@ -106,7 +107,9 @@ class Setup:
         return self.initial_params if self.start_params is None else self.start_params
 
     def new_defense(self) -> Defense:
-        return build_defense(self.cfg.defense.name, self.cfg.defense.params, self.defense_context)
+        """The configured defense, plain FedAvg before ``defense.from_round`` (:func:`scheduled`)."""
+        inner = build_defense(self.cfg.defense.name, self.cfg.defense.params, self.defense_context)
+        return scheduled(inner, self.cfg.defense_from_round())
 
     def client_data(self, cid: int) -> tuple[Tensor, Tensor]:
         idx = self.client_indices[cid]
