@@ -120,11 +120,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep
+    from .sweep import Engine, load_sweep, run_sweep
 
+    engine = Engine(args.engine, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
     spec = load_sweep(args.grid)
     out = Path(args.out) if args.out else Path("runs") / (spec.name + (f"-{args.profile}" if args.profile else ""))
-    result = run_sweep(spec, out, jobs=args.jobs, profile=args.profile)
+    result = run_sweep(spec, out, profile=args.profile, engine=engine)
     print(f"output: {out}  (report: fedshield report {out})")
     return 1 if result["failed"] else 0
 
@@ -162,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
     sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
     sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
+    sw.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local: a pool of --jobs processes (default); ray: one Ray task per run (pip extra 'ray')")
+    sw.add_argument("--address", help="engine ray: address of an existing Ray cluster (default: start a local one)")
+    sw.add_argument("--cpus-per-run", type=float, default=1.0, help="engine ray: CPUs per run (default 1)")
+    sw.add_argument("--gpus-per-run", type=float, default=0.0,
+                    help="engine ray: GPUs per run, a fraction shares one (runs then use device cuda)")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")
