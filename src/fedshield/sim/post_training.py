@@ -41,7 +41,7 @@ def run_post_training(setup: Setup, final_params: Tensor) -> dict[str, Any]:
         raise ParameterError(f"post_training.params: {exc}") from None
     aux_x, aux_y = auxiliary_set(setup, pt.aux_per_class)
     before = setup.evaluator.evaluate(final_params)
-    result = flain.repair(setup.model_fn(), setup.initial_params, final_params, aux_x, aux_y)
+    result = flain.repair(setup.model_fn().to(setup.cfg.device), setup.initial_params, final_params, aux_x, aux_y)
     after = setup.evaluator.evaluate(result.params)
     return {
         "name": pt.name,
