@@ -86,3 +86,13 @@ def test_engine_parameters_are_checked():
         Engine("local", address="127.0.0.1:6379")
     assert Engine("ray", gpus_per_run=0.25).worker_config({"device": "cpu"})["device"] == "cuda"
     assert Engine("local", jobs=2).worker_config({"workers": 2})["workers"] == 1
+
+
+def test_cli_passes_the_engine_options():
+    from fedshield.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["sweep", "g.yaml", "--engine", "ray", "--address", "10.0.0.1:6379", "--cpus-per-run", "2", "--gpus-per-run", "0.5"]
+    )
+    assert (args.engine, args.address, args.cpus_per_run, args.gpus_per_run) == ("ray", "10.0.0.1:6379", 2.0, 0.5)
+    assert build_parser().parse_args(["sweep", "g.yaml"]).engine == "local"
