@@ -320,17 +320,18 @@ class FLAME(Defense):
         accepted = accepted.to(upd.device)
 
         # Alg. 1 lines 8-9: e_i = ‖W_i − G‖ on trainable coordinates, S_t over all n
-        norms = torch.linalg.vector_norm(u_tr.to(torch.float64), dim=1)
+        norms = torch.linalg.vector_norm(u_tr, dim=1, dtype=torch.float64)  # accumulated in float64, no copy
         need_bound = self.clipping or self.noise
         bound = flame_clip_bound(norms) if need_bound else torch.tensor(0.0, dtype=torch.float64)
 
         new = g.clone()
         k = int(accepted.sum())
         if k > 0:
-            adm = u_tr[accepted]
-            if self.clipping:
-                adm = clip_updates(adm, bound, norms[accepted])  # line 10
-            new[train] = g[train] + adm.mean(dim=0)  # line 11: unweighted mean of clipped models
+            # lines 10-11: the unweighted mean of the admitted clipped models, G + Σ_admitted γ_i Δ_i / k, as one
+            # matrix-vector product (no copy of the admitted rows); γ_i = min(1, S_t / e_i) as in clip_updates
+            gamma = clip_updates(torch.ones(n, 1, dtype=torch.float64, device=norms.device), bound, norms)[:, 0]
+            weights = torch.where(accepted, gamma if self.clipping else torch.ones_like(gamma), 0.0) / k
+            new[train] = g[train] + torch.mv(u_tr.T, weights.to(u_tr.dtype))
             if bool(buf.any()):
                 new[buf] = g[buf] + upd[accepted][:, buf].mean(dim=0)  # BN buffers: plain mean of admitted
 
