@@ -320,7 +320,7 @@ class FLAME(Defense):
         accepted = accepted.to(upd.device)
 
         # Alg. 1 lines 8-9: e_i = ‖W_i − G‖ on trainable coordinates, S_t over all n
-        norms = torch.linalg.vector_norm(u_tr, dim=1, dtype=torch.float64)  # accumulated in float64, no copy
+        norms = torch.linalg.vector_norm(u_tr, dim=1).to(torch.float64)  # one float32 pass, no (n, d) copy
         need_bound = self.clipping or self.noise
         bound = flame_clip_bound(norms) if need_bound else torch.tensor(0.0, dtype=torch.float64)
 
