@@ -33,6 +33,7 @@ def child(clients: int, per_round: int, model: str, rounds: int, epochs: int) ->
     from fedshield.config import config_from_dict
     from fedshield.sim import build_setup
     from fedshield.sim.loop import run_round
+    from fedshield.sim.state import RoundState
 
     torch.set_num_threads(1)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -47,11 +48,12 @@ def child(clients: int, per_round: int, model: str, rounds: int, epochs: int) ->
     setup = build_setup(cfg)
     t_setup = time.perf_counter() - t0
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    params = setup.initial_params.clone()
+    state = RoundState(0, setup.start.clone(), setup.new_defense())
     per_round_s = []
-    for r in range(1, rounds + 1):
+    for _ in range(rounds):
         t0 = time.perf_counter()
-        params, row = run_round(setup, params, r)
+        params, row = run_round(setup, state)
+        state.advance(params, row, 0.0)
         per_round_s.append(time.perf_counter() - t0)
     first, rest = per_round_s[0], per_round_s[1:] or per_round_s
     index_bytes = sum(p.numel() * p.element_size() for p in setup.client_indices)

@@ -42,7 +42,7 @@ from fedshield.config import load_config
 from fedshield.models import flatten_params, load_flat_params
 from fedshield.sim import build_setup, select_clients
 from fedshield.sim.loop import train_clients
-from fedshield.sim.seeding import torch_stream
+from fedshield.core.seeding import torch_stream
 
 TOLERANCE = 1e-3
 
@@ -87,7 +87,7 @@ def main() -> None:
     setup = build_setup(cfg)
     rnd = cfg.attack.start_round
     selected = select_clients(cfg, setup.attackers, rnd)
-    params = setup.initial_params.clone()
+    params = setup.start.clone()
     base_model = setup.model_fn()
     trig = setup.trigger
     h, w = setup.dataset.train_x.shape[-2:]

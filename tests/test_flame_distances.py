@@ -1,5 +1,6 @@
-"""FLAME's fast cosine distances (float32 symmetric Gram of the updates, model terms in float64) against the
-float64 reference, on hand-made and on realistic inputs (lenet-sized global model and updates)."""
+"""FLAME's fast cosine distances (``cosine_distances`` with a float32 symmetric Gram of the updates, model terms
+in float64) against the float64 route, on hand-made and on realistic inputs (lenet-sized global model and
+updates), and the float64 fallbacks for rows a float32 product would overflow or underflow."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import pytest
 import torch
 from sklearn.cluster import HDBSCAN
 
-from fedshield.defenses.flame import cosine_distances, gram, shifted_cosine_distances
+from fedshield.core.numeric import cosine_distances, gram, row_norms
 from fedshield.models import build_model, flatten_params
 
 # Documented tolerance: every off-diagonal distance within 1e-4 of the float64 reference *relative to that
 # distance* (float32 Gram accumulation; measured about 5e-6 on the realistic inputs below).
 REL_TOL = 1e-4
+
+
+def shifted_cosine_distances(x: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
+    """The fast route FLAME takes: float32 Gram."""
+    return cosine_distances(x, origin, gram_dtype=torch.float32)
 
 
 def realistic(n: int, attackers: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +53,36 @@ def test_zero_points_and_diagonal():
     assert d.dtype == torch.float64 and torch.equal(d, d.T)
     assert torch.equal(torch.diagonal(d), torch.zeros(3, dtype=torch.float64))
     assert float(d[0, 1]) == 1.0 and float(d[0, 2]) == 1.0 and float(d[1, 2]) == 1.0
+
+
+def test_reference_route_matches_the_definition():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 40, generator=gen, dtype=torch.float64)
+    origin = torch.randn(40, generator=gen, dtype=torch.float64)
+    w = x + origin
+    unit = w / w.norm(dim=1, keepdim=True)
+    want = (1.0 - unit @ unit.T).clamp(0.0, 2.0)
+    want.fill_diagonal_(0.0)
+    assert torch.allclose(cosine_distances(x, origin), want, atol=1e-12)
+    assert torch.allclose(cosine_distances(w), want, atol=1e-12)
+
+
+def test_huge_and_tiny_rows_take_the_float64_route():
+    """Rows near float32's limits: a float32 Gram would give Inf / 0; the distances must be those of the rows."""
+    base = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    want = cosine_distances(base)
+    for scale in (1e36, 1e-30):
+        got = shifted_cosine_distances(base * scale)
+        assert bool(torch.isfinite(got).all()) and torch.allclose(got, want, atol=1e-7), scale
+    got = shifted_cosine_distances(base * 1e-30, torch.tensor([0.0, 0.0, 1e36]))
+    assert torch.allclose(got, torch.zeros(3, 3, dtype=torch.float64), atol=1e-12)  # all points ≈ the origin
+
+
+def test_row_norms_survive_float32_overflow_and_underflow():
+    x = torch.tensor([[3e20, 4e20], [3e-25, 4e-25], [0.0, 0.0], [3.0, 4.0]])
+    got = row_norms(x)
+    assert got.dtype == torch.float64
+    assert got.tolist() == pytest.approx([5e20, 5e-25, 0.0, 5.0], rel=1e-6)
 
 
 def test_gram_is_symmetric_and_matches_a_float64_product():

@@ -6,6 +6,7 @@ import torch
 from fedshield.config import config_from_dict
 from fedshield.sim import build_setup
 from fedshield.sim.loop import run_round
+from fedshield.sim.state import RoundState
 
 
 def test_two_thousand_clients_hold_only_indices_and_a_round_runs():
@@ -24,6 +25,6 @@ def test_two_thousand_clients_hold_only_indices_and_a_round_runs():
     # a client's data is gathered from the shared tensor when asked for, and equals those rows
     x, y = setup.client_data(1234)
     assert torch.equal(x, setup.dataset.train_x[parts[1234]]) and torch.equal(y, setup.dataset.train_y[parts[1234]])
-    params, row = run_round(setup, setup.initial_params, 1)
+    params, row = run_round(setup, RoundState(0, setup.start, setup.new_defense()))
     assert row["selected"] == 100 and row["accepted"] == 100
     assert not torch.equal(params, setup.initial_params) and torch.isfinite(params).all()

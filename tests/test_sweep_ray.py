@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedshield.cli import build_parser
 from fedshield.config import ConfigError
+from fedshield.report import summarize_sweep
 from fedshield.sweep import Engine, load_sweep, run_sweep
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip extra 'ray')")
@@ -63,6 +65,7 @@ def test_ray_sweep_matches_local_pool_and_resumes(tmp_path, local_ray):
     assert sorted(local) == sorted(viaray) == ["name=fedavg", "name=flame"]
     for run_id in local:
         assert _same(local[run_id], viaray[run_id]), run_id
+    summarize_sweep(tmp_path / "ray")  # the results path the CLI takes after any engine
     assert (tmp_path / "ray" / "summary.csv").read_text().count("\n") == 3
     # resumable: a finished point is never run again, a new point is
     spec.grid["defense.name"].append("median")
@@ -77,11 +80,29 @@ def test_ray_engine_checks_its_resources(tmp_path, local_ray):
         run_sweep(load_sweep(grid), tmp_path / "out", log=lambda m: None, engine=Engine("ray", gpus_per_run=1.0))
 
 
+def test_ray_sweep_validates_every_grid_point_before_starting_ray(tmp_path):
+    """The same check as the local pool's: every bad point listed, nothing run, Ray never started."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "tiny", "base": BASE,
+                                    "grid": {"defense.name": ["fedavg", "no_such_defense", "also_missing"]}}))
+    was_running = ray.is_initialized()
+    with pytest.raises(ConfigError, match="2 of 3 grid points are invalid") as exc:
+        run_sweep(load_sweep(grid), tmp_path / "out", log=lambda m: None, engine=Engine("ray"))
+    assert "no_such_defense" in str(exc.value) and "also_missing" in str(exc.value)
+    assert not (tmp_path / "out" / "runs").exists()
+    assert ray.is_initialized() == was_running
+
+
 def test_engine_parameters_are_checked():
     with pytest.raises(ConfigError, match="engine='spark' is invalid"):
         Engine("spark")
     with pytest.raises(ConfigError, match="cpus_per_run=0 is invalid"):
         Engine("ray", cpus_per_run=0)
+    for bad in (float("nan"), -0.5):
+        with pytest.raises(ConfigError, match="gpus_per_run="):
+            Engine("ray", gpus_per_run=bad)
+    with pytest.raises(ConfigError, match="jobs=True is invalid"):
+        Engine("local", jobs=True)
     with pytest.raises(ConfigError, match="apply to engine 'ray' only"):
         Engine("local", address="127.0.0.1:6379")
     assert Engine("ray", gpus_per_run=0.25).worker_config({"device": "cpu"})["device"] == "cuda"
@@ -89,8 +110,6 @@ def test_engine_parameters_are_checked():
 
 
 def test_cli_passes_the_engine_options():
-    from fedshield.cli import build_parser
-
     args = build_parser().parse_args(
         ["sweep", "g.yaml", "--engine", "ray", "--address", "10.0.0.1:6379", "--cpus-per-run", "2", "--gpus-per-run", "0.5"]
     )
