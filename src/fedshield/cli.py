@@ -19,7 +19,7 @@ from .models import MODELS
 from .report import summarize_sweep, write_report
 from .sim import run_experiment
 from .sim.output import prepare_out_dir
-from .sweep import load_sweep, run_sweep
+from .sweep import ENGINES, Engine, load_sweep, run_sweep
 
 __all__ = ["main"]
 
@@ -132,9 +132,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    engine = Engine(args.engine, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
     spec = load_sweep(args.grid)
     out = Path(args.out) if args.out else Path("runs") / (spec.name + (f"-{args.profile}" if args.profile else ""))
-    result = run_sweep(spec, out, jobs=args.jobs, profile=args.profile, max_runs=args.max_runs)
+    result = run_sweep(spec, out, profile=args.profile, max_runs=args.max_runs, engine=engine)
     print(summarize_sweep(out))
     print(f"output: {out}  (report: fedshield report {out})")
     return 1 if result["failed"] else 0
@@ -157,13 +158,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number > 0")
     return value
 
 
@@ -192,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
     sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
     sw.add_argument("--max-runs", type=_positive_int, help="run at most this many of the missing grid points this sitting")
+    sw.add_argument("--engine", choices=list(ENGINES), default="local",
+                    help="local: a pool of --jobs processes (default); ray: one Ray task per run (pip extra 'ray')")
+    sw.add_argument("--address", help="engine ray: address of an existing Ray cluster (default: start a local one)")
+    sw.add_argument("--cpus-per-run", type=_positive_float, default=1.0, help="engine ray: CPUs per run (default 1)")
+    sw.add_argument("--gpus-per-run", type=_non_negative_float, default=0.0,
+                    help="engine ray: GPUs per run, a fraction shares one (runs then use device cuda)")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")

@@ -1,4 +1,4 @@
-"""Sweeps: a grid over config keys, run in parallel processes, resumable, each result written atomically.
+"""Sweeps: a grid over config keys, run in parallel processes or as Ray tasks, resumable, results atomic.
 
 A grid file (YAML)::
 
@@ -20,7 +20,8 @@ fails the sweep with a list of every bad point. The sweep folder holds ``sweep.j
 ``runs/<id>/`` (one run folder each, see :mod:`fedshield.sim.loop`); :mod:`fedshield.report` reads it
 (``summary.csv``, the time breakdown, tables). A run whose ``summary.json`` exists is never run again; an
 interrupted run continues from its checkpoint. The grid may change between sittings (points added or
-removed); the base config and the profile may not.
+removed); the base config and the profile may not. Runs execute on an :class:`Engine`: a local process pool
+(default) or Ray (``fedshield sweep GRID --engine ray [--address ADDR]``, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ import torch
 
 from .config import ConfigError, apply_overrides, config_from_dict, read_yaml_mapping, set_key
 from .core.errors import OutputError
-from .core.numeric import is_int
+from .core.numeric import is_finite_number, is_int
 from .sim import build_setup, run_experiment
 from .sim.output import atomic_write_text, prepare_out_dir, read_json, write_json
 from .sim.pretrain import pretrain_shaping, pretrained_params
 
-__all__ = ["SweepSpec", "SweepRun", "load_sweep", "expand", "run_sweep", "sweep_status"]
+__all__ = ["SweepSpec", "SweepRun", "Engine", "ENGINES", "load_sweep", "expand", "run_sweep", "sweep_status"]
 
 LABEL_KEY = "_label"
 
@@ -195,15 +196,6 @@ def _pretrain_one(config: dict[str, Any], threads: int) -> str:
     return key
 
 
-def _worker_config(config: dict[str, Any], jobs: int) -> dict[str, Any]:
-    """A copy of ``config`` for a worker process: with several jobs side by side, one training thread each
-    (results are identical, see ParallelTrainer)."""
-    cfg = copy.deepcopy(config)
-    if jobs > 1:
-        cfg["workers"] = 1
-    return cfg
-
-
 def _pretrain_groups(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """One config per distinct warm start among ``runs`` (those with ``pretrain.rounds`` > 0)."""
     groups: dict[str, dict[str, Any]] = {}
@@ -227,6 +219,114 @@ def _fmt_eta(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m" if seconds >= 3600 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where a sweep's runs execute.
+
+    ``local`` (default): a pool of ``jobs`` spawned processes on this machine. ``ray``: each run is a Ray task
+    reserving ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (a fraction shares a GPU), on the Ray instance
+    this process is already connected to, else the cluster at ``address``, else a new local instance. Ray
+    workers write into the sweep folder, so on a cluster it must be a path every node sees (a shared file
+    system), and every node needs fedshield and the datasets installed. Resumption, results and report are the
+    same whichever engine ran a point.
+    """
+
+    name: str = "local"
+    jobs: int = 1
+    address: Optional[str] = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise ConfigError(f"engine={self.name!r} is invalid; allowed: {', '.join(ENGINES)}")
+        if not is_int(self.jobs) or self.jobs < 1:
+            raise ConfigError(f"jobs={self.jobs!r} is invalid; give an integer >= 1 (runs side by side)")
+        if not is_finite_number(self.cpus_per_run) or not self.cpus_per_run > 0:
+            raise ConfigError(f"cpus_per_run={self.cpus_per_run!r} is invalid; give a number > 0")
+        if not is_finite_number(self.gpus_per_run) or self.gpus_per_run < 0:
+            raise ConfigError(f"gpus_per_run={self.gpus_per_run!r} is invalid; give a number >= 0")
+        if self.name == "local" and (self.address is not None or self.gpus_per_run):
+            raise ConfigError("address and gpus_per_run apply to engine 'ray' only")
+
+    @property
+    def threads(self) -> int:
+        """torch intra-op threads per run (0: torch's default)."""
+        if self.name == "ray":
+            return max(1, int(self.cpus_per_run))
+        return 1 if self.jobs > 1 else 0
+
+    def worker_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``config`` for one worker: one training thread when runs share the machine (results are
+        identical, see ParallelTrainer); on a GPU share, ``device: cuda``."""
+        cfg = copy.deepcopy(config)
+        if self.threads == 1:
+            cfg["workers"] = 1
+        if self.gpus_per_run > 0:
+            cfg["device"] = "cuda"
+        return cfg
+
+
+class _RayPool:
+    """The part of an executor the sweep uses (``submit`` returning a ``concurrent.futures.Future``), on Ray."""
+
+    def __init__(self, engine: Engine):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "engine 'ray' needs Ray: pip install \"torch==2.13.0\" \"fedshield[ray]\" (or ray>=2.10)"
+            ) from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=engine.address, include_dashboard=False, log_to_driver=False)
+            except ConnectionError as exc:
+                raise ConfigError(f"cannot reach the Ray cluster at {engine.address!r}: {exc}") from None
+            self._started = True
+        elif engine.address is not None:
+            raise ConfigError("this process is already connected to Ray; leave --address out")
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if engine.cpus_per_run > cpus or engine.gpus_per_run > gpus:
+            if self._started:
+                ray.shutdown()
+            raise ConfigError(
+                f"each run asks for {engine.cpus_per_run} CPUs and {engine.gpus_per_run} GPUs, but the Ray "
+                f"cluster has {cpus:g} CPUs and {gpus:g} GPUs"
+            )
+        slots = int(cpus // engine.cpus_per_run)
+        if engine.gpus_per_run:
+            slots = min(slots, int(gpus // engine.gpus_per_run))
+        self.slots = max(1, slots)
+        self._options = {"num_cpus": engine.cpus_per_run, "num_gpus": engine.gpus_per_run, "max_retries": 0}
+        self._remote: dict[Callable, Any] = {}
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(fn).options(**self._options)
+        return self._remote[fn].remote(*args).future()
+
+    def __enter__(self) -> "_RayPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def _open_pool(engine: Engine) -> Any:
+    """(pool, slots): an executor for ``engine`` and how many runs it executes at once."""
+    if engine.name == "ray":
+        pool = _RayPool(engine)
+        return pool, pool.slots
+    return ProcessPoolExecutor(max_workers=engine.jobs, mp_context=get_context("spawn")), engine.jobs
+
+
 def run_sweep(
     spec: SweepSpec,
     sweep_dir: str | Path,
@@ -234,15 +334,17 @@ def run_sweep(
     profile: Optional[str] = None,
     log: Callable[[str], None] = print,
     max_runs: Optional[int] = None,
+    engine: Optional[Engine] = None,
 ) -> dict[str, Any]:
     """Run every missing grid point (at most ``max_runs`` of them this sitting, in grid order); returns counts.
-    Raises nothing for a failed run: its error is written to ``runs/<id>/error.txt`` and counted. The results
-    table and time breakdown are :func:`fedshield.report.summarize_sweep`'s."""
-    if not is_int(jobs) or jobs < 1:
-        raise ConfigError(f"jobs={jobs!r} is invalid; give an integer >= 1 (runs side by side)")
+    Raises nothing for a failed run: its error is written to ``runs/<id>/error.txt`` and counted. ``engine``
+    says where runs execute (default: the local pool with ``jobs`` processes; ``jobs`` is not read when an engine
+    is given); every engine runs after the same validation of every grid point and writes the same run folders.
+    The results table and time breakdown are :func:`fedshield.report.summarize_sweep`'s."""
+    engine = engine or Engine("local", jobs)  # checks jobs
     if max_runs is not None and (not is_int(max_runs) or max_runs < 1):
         raise ConfigError(f"max_runs={max_runs!r} is invalid; give an integer >= 1 or leave it out")
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = Path(sweep_dir).absolute()
     runs = expand(spec, profile)
     prepare_out_dir(sweep_dir)
     base_key = json.dumps(spec.base, sort_keys=True)
@@ -270,24 +372,26 @@ def run_sweep(
     done, missing = sweep_status(sweep_dir, runs)
     if max_runs is not None:
         missing = missing[:max_runs]
-    log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, {len(missing)} to run, {jobs} at a time")
-    threads = 1 if jobs > 1 else 0
+    threads = engine.threads
     failed: list[str] = []
     durations: list[float] = []
     t_start = time.perf_counter()
-    if missing:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    if not missing:
+        log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, 0 to run")
+    else:
+        pool, slots = _open_pool(engine)
+        log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, {len(missing)} to run, "
+            f"{slots} at a time" + (" on Ray" if engine.name == "ray" else ""))
+        with pool:
             pending: dict[Future, tuple[SweepRun, float]] = {}
             queue = list(missing)
 
             def submit() -> None:
-                while queue and len(pending) < jobs:
+                while queue and len(pending) < slots:
                     r = queue.pop(0)
-                    cfg = _worker_config(r.config, jobs)
                     run_dir = sweep_dir / "runs" / r.run_id
                     (run_dir / "error.txt").unlink(missing_ok=True)
-                    pending[pool.submit(_run_one, str(run_dir), cfg, threads)] = (r, time.perf_counter())
+                    pending[pool.submit(_run_one, str(run_dir), engine.worker_config(r.config), threads)] = (r, time.perf_counter())
 
             # warm starts first, all side by side: otherwise the first runs of each group would queue on its lock
             groups = _pretrain_groups(missing)
@@ -295,7 +399,7 @@ def run_sweep(
                 t_pre = time.perf_counter()
                 futs = []
                 for config in groups:
-                    futs.append(pool.submit(_pretrain_one, _worker_config(config, jobs), threads))
+                    futs.append(pool.submit(_pretrain_one, engine.worker_config(config), threads))
                 for fut in futs:
                     fut.result()
                 log(f"warm starts: {len(groups)} pretrained models ready in {_fmt_eta(time.perf_counter() - t_pre)}")
@@ -316,8 +420,8 @@ def run_sweep(
                         atomic_write_text(sweep_dir / "runs" / r.run_id / "error.txt", f"{type(exc).__name__}: {exc}\n")
                         what = f"FAILED: {type(exc).__name__}: {exc}"
                     left = len(queue)
-                    eta = (sum(durations) / len(durations)) * (left + len(pending)) / jobs if durations else math.nan
-                    log(f"[{finished}/{len(runs)} done, {len(pending) + min(left, jobs - len(pending))} running, "
+                    eta = (sum(durations) / len(durations)) * (left + len(pending)) / slots if durations else math.nan
+                    log(f"[{finished}/{len(runs)} done, {len(pending) + min(left, slots - len(pending))} running, "
                         f"{left} left, ETA {_fmt_eta(eta)}] {r.run_id} ({dt:.0f} s): {what}")
                 submit()
     wall = time.perf_counter() - t_start

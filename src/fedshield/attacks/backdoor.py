@@ -112,7 +112,7 @@ class SubstitutePoisoner:
         pick = torch.randint(len(self.pool), (k,), generator=self.generator)
         x = x.clone()
         y = y.clone()
-        x[:k] = self.pool[pick]
+        x[:k] = self.pool[pick].to(x.device)
         y[:k] = self.target
         return x, y
 

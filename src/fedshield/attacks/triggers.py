@@ -51,13 +51,11 @@ class Trigger:
 
     def apply(self, images: Tensor) -> Tensor:
         """A copy of ``images`` (N, C, H, W) with the trigger stamped on every channel."""
-        out = images.clone()
-        out[..., self.mask(images.shape[-2], images.shape[-1])] = self.value
-        return out
+        return self.apply_(images.clone())
 
     def apply_(self, images: Tensor) -> Tensor:
         """Stamp the trigger in place and return ``images``."""
-        images[..., self.mask(images.shape[-2], images.shape[-1])] = self.value
+        images[..., self.mask(images.shape[-2], images.shape[-1]).to(images.device)] = self.value
         return images
 
 

@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.linalg.blas import get_blas_funcs
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "is_finite_number",
     "is_int",
     "is_bool",
+    "row_norms",
+    "gram",
     "cosine_distances",
     "pairwise_sq_distances",
     "median",
@@ -58,21 +62,93 @@ def is_bool(x: object) -> bool:
 # ------------------------------------------------------------------------------------------ distances
 
 
-def cosine_distances(x: Tensor) -> Tensor:
-    """(n, n) float64 pairwise cosine distances 1 − cos(x_i, x_j) of the rows of ``x`` (FLAME Eq. 2).
+# Row norms within which float32 products of rows neither overflow (‖x_i‖‖x_j‖ ≤ 1e24) nor lose a row's mass to
+# underflow; outside it the float64 route is taken.
+FLOAT32_SAFE_NORMS = (1e-12, 1e12)
 
-    One matmul on the row-normalised matrix. A zero row has cosine similarity 0 with every other row (distance 1)
-    and distance 0 to itself. Values are clamped to [0, 2] and the diagonal is exactly 0, so the matrix is a valid
-    precomputed metric input for HDBSCAN.
+
+def row_norms(x: Tensor) -> Tensor:
+    """(n,) float64 L2 norms of the rows of ``x`` from one pass in ``x``'s dtype, without an (n, d) float64 copy.
+
+    A float32 norm overflows to Inf for huge finite rows and underflows for tiny ones; rows whose norm falls
+    outside :data:`FLOAT32_SAFE_NORMS` (zero rows included) are recomputed in float64, so the result equals the
+    float64 norm to float32 precision.
     """
-    x = x.to(torch.float64)
-    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    unit = x / norms.clamp_min(torch.finfo(torch.float64).tiny)
-    sim = unit @ unit.T
-    dist = (1.0 - sim).clamp_(0.0, 2.0)
+    norms = torch.linalg.vector_norm(x, dim=1).to(torch.float64)
+    if x.dtype != torch.float64:
+        lo, hi = FLOAT32_SAFE_NORMS
+        redo = ~((norms >= lo) & (norms <= hi))
+        if bool(redo.any()):
+            norms[redo] = torch.linalg.vector_norm(x[redo].to(torch.float64), dim=1)
+    return norms
+
+
+def gram(x: Tensor) -> Tensor:
+    """(n, n) Gram matrix x·xᵀ of the rows of ``x``, in ``x``'s dtype (float32 or float64).
+
+    On the CPU only the upper triangle is computed (BLAS ``syrk``, half the multiply-adds of a matmul, on the
+    threads torch uses) and mirrored; elsewhere one matmul.
+    """
+    if x.device.type != "cpu":
+        return x @ x.T
+    a = x.contiguous().numpy()
+    syrk = get_blas_funcs("syrk", dtype=a.dtype)
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        upper = syrk(1.0, a.T, trans=1, lower=0)  # a.T is Fortran-ordered (d, n): no copy; gives (aᵀ)ᵀaᵀ = a·aᵀ
+    g = torch.from_numpy(np.triu(upper))
+    return g + torch.triu(g, 1).T
+
+
+def cosine_distances(x: Tensor, origin: Optional[Tensor] = None, gram_dtype: torch.dtype = torch.float64) -> Tensor:
+    """(n, n) float64 pairwise cosine distances 1 − cos(W_i, W_j) of the points W_i = origin + x_i (FLAME Eq. 2;
+    ``origin=None`` means 0, the distances of the rows of ``x`` themselves).
+
+    The W_i are never formed: with a_i = <x_i, origin> and Γ = x·xᵀ, <W_i, W_j> = ‖origin‖² + a_i + a_j + Γ_ij
+    and ‖W_i‖² = ‖origin‖² + 2a_i + Γ_ii. Γ, the one O(n²d) term, is a symmetric rank-d product (:func:`gram`)
+    in ``gram_dtype``; a_i and ‖origin‖² are O(nd) products in the same dtype, and the terms are combined in
+    float64, where the cancellation in 1 − cos happens. ``gram_dtype=torch.float32`` halves the work again; for
+    FLAME's full-model cosines (all close to 1, as ‖x_i‖ ≪ ‖origin‖) it keeps the distances to float32 precision
+    *relative to the distances* (about 5e-6 on lenet-sized inputs, tests/test_flame_distances.py), which a
+    float32 matmul of the W_i would not.
+
+    A zero point has distance 1 to every other point and 0 to itself. Values are clamped to [0, 2], the matrix is
+    symmetric and its diagonal exactly 0, so it is a valid precomputed metric input for HDBSCAN. With a float32
+    Gram, inputs whose nonzero rows (or ``origin``) fall outside :data:`FLOAT32_SAFE_NORMS` take the float64 route.
+    """
+    if gram_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"gram_dtype={gram_dtype} is invalid; allowed: torch.float32, torch.float64")
+    if gram_dtype == torch.float32 and not _float32_safe(x, origin):
+        gram_dtype = torch.float64  # huge or tiny rows: float32 products would overflow or underflow
+    xs = x.to(gram_dtype)
+    gamma = gram(xs).to(torch.float64)
+    sq = torch.diagonal(gamma).clone()
+    if origin is None:
+        a = torch.zeros(len(sq), dtype=torch.float64, device=gamma.device)
+        oo = torch.zeros((), dtype=torch.float64, device=gamma.device)
+    else:
+        o = origin.to(device=xs.device, dtype=gram_dtype)
+        a = torch.mv(xs, o).to(device=gamma.device, dtype=torch.float64)
+        oo = torch.dot(o, o).to(device=gamma.device, dtype=torch.float64)
+    dots = gamma + a.unsqueeze(0) + a.unsqueeze(1) + oo
+    norms = torch.sqrt((oo + 2 * a + sq).clamp_min(0.0))
+    denom = (norms.unsqueeze(0) * norms.unsqueeze(1)).clamp_min(torch.finfo(torch.float64).tiny)
+    dist = (1.0 - dots / denom).clamp_(0.0, 2.0)
+    zero = norms == 0
+    dist[zero] = 1.0
+    dist[:, zero] = 1.0
     dist = 0.5 * (dist + dist.T)
     dist.fill_diagonal_(0.0)
     return dist
+
+
+def _float32_safe(x: Tensor, origin: Optional[Tensor]) -> bool:
+    """Whether every nonzero row of ``x``, and ``origin``, has a norm inside :data:`FLOAT32_SAFE_NORMS`."""
+    lo, hi = FLOAT32_SAFE_NORMS
+    norms = row_norms(x)
+    if origin is not None:
+        norms = torch.cat([norms, row_norms(origin.reshape(1, -1)).to(norms.device)])
+    nonzero = norms[norms > 0]
+    return bool(((nonzero >= lo) & (nonzero <= hi)).all())
 
 
 def pairwise_sq_distances(x: Tensor) -> Tensor:

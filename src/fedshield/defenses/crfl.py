@@ -185,6 +185,7 @@ def smoothed_predict(
     generator: Optional[torch.Generator] = None,
     batch_size: int = 1000,
     num_classes: Optional[int] = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[Tensor, Tensor]:
     """CRFL parameter smoothing: (majority labels (m,), vote counts (m, C) int64) over noisy parameter copies.
 
@@ -196,9 +197,8 @@ def smoothed_predict(
     require(is_number(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
     require(is_int(num_samples) and num_samples >= 1, "num_samples", num_samples, "allowed: an integer >= 1")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    model = model_fn()
+    model = model_fn().to(device)  # the forward passes run on ``device``; results come back on the CPU
     layout = ParamLayout.from_module(model)
-    device = next(model.parameters()).device
     params = params.to(device)
     train = layout.trainable_mask(device=device)
     n_tr = int(train.sum())

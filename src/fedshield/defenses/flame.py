@@ -2,7 +2,8 @@
 
 One round of Algorithm 1 (docs/defenses.md, FLAME.1), on the (n × d) matrix at once:
 
-* line 6, Eq. (2): pairwise cosine distances c_ij = 1 − <W_i, W_j> / (‖W_i‖ ‖W_j‖) (one matmul);
+* line 6, Eq. (2): pairwise cosine distances c_ij = 1 − <W_i, W_j> / (‖W_i‖ ‖W_j‖) (one symmetric product of the
+  updates, ``fedshield.core.numeric.cosine_distances`` with a float32 Gram);
 * line 7: HDBSCAN on the precomputed distances, ``min_cluster_size = n//2 + 1``, paper ``min_samples = 1``,
   ``allow_single_cluster=True`` (App. E; docs/defenses.md, FLAME.3); the admitted models are the points not
   labelled noise. The clustering follows the McInnes ``hdbscan`` library the paper used
@@ -36,7 +37,16 @@ import torch
 from sklearn.cluster import HDBSCAN
 from torch import Tensor
 
-from ..core.numeric import clip_updates, cosine_distances, is_bool, is_finite_number, is_int, is_number, median
+from ..core.numeric import (
+    clip_updates,
+    cosine_distances,
+    is_bool,
+    is_finite_number,
+    is_int,
+    is_number,
+    median,
+    row_norms,
+)
 from .base import Aggregate, Defense, ParameterError, RoundInput, require
 from .registry import register
 
@@ -275,29 +285,31 @@ class FLAME(Defense):
         upd = inp.updates
         train = inp.layout.trainable_mask(device=upd.device)
         buf = ~train
-        u_tr = upd[:, train]
+        u_tr = upd if bool(train.all()) else upd[:, train]  # no (n, d) copy when every coordinate trains
 
         # Alg. 1 lines 6-7: filtering
         if self.clustering:
-            source = (g[train].unsqueeze(0) + u_tr) if self.cluster_on == "models" else u_tr
-            accepted, info = self._cluster(cosine_distances(source), n)
+            origin = g[train] if self.cluster_on == "models" else None
+            # float32 Gram, float64 model terms (docs/scaling.md; tests/test_flame_distances.py)
+            accepted, info = self._cluster(cosine_distances(u_tr, origin, gram_dtype=torch.float32), n)
         else:
             accepted = torch.ones(n, dtype=torch.bool)
             info = {"num_clusters": 0.0, "all_noise": 0.0}
         accepted = accepted.to(upd.device)
 
         # Alg. 1 lines 8-9: e_i = ‖W_i − G‖ on trainable coordinates, S_t over all n
-        norms = torch.linalg.vector_norm(u_tr.to(torch.float64), dim=1)
+        norms = row_norms(u_tr)  # float64 norms from one float32 pass, no (n, d) float64 copy
         need_bound = self.clipping or self.noise
         bound = flame_clip_bound(norms) if need_bound else torch.tensor(0.0, dtype=torch.float64)
 
         new = g.clone()
         k = int(accepted.sum())
         if k > 0:
-            adm = u_tr[accepted]
-            if self.clipping:
-                adm = clip_updates(adm, bound, norms[accepted])  # line 10
-            new[train] = g[train] + adm.mean(dim=0)  # line 11: unweighted mean of clipped models
+            # lines 10-11: the unweighted mean of the admitted clipped models, G + Σ_admitted γ_i Δ_i / k, as one
+            # matrix-vector product (no copy of the admitted rows); γ_i = min(1, S_t / e_i) as in clip_updates
+            gamma = clip_updates(torch.ones(n, 1, dtype=torch.float64, device=norms.device), bound, norms)[:, 0]
+            weights = torch.where(accepted, gamma if self.clipping else torch.ones_like(gamma), 0.0) / k
+            new[train] = g[train] + torch.mv(u_tr.T, weights.to(u_tr.dtype))
             if bool(buf.any()):
                 new[buf] = g[buf] + upd[accepted][:, buf].mean(dim=0)  # BN buffers: plain mean of admitted
 

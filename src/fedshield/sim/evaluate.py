@@ -49,12 +49,13 @@ class Evaluator:
     ):
         self.model = model_fn().to(device).to(memory_format=torch.channels_last)
         self.layout = ParamLayout.from_module(self.model)
-        self.test_x, self.test_y = test_x, test_y
+        # the test sets live on ``device`` (copied once, not once per evaluation)
+        self.test_x, self.test_y = test_x.to(device), test_y.to(device)
         self.batch_size = batch_size
         self.bd_x: Optional[Tensor] = None
         self.bd_y: Optional[Tensor] = None
         if backdoor_set is not None:
-            self.bd_x, self.bd_y = backdoor_set
+            self.bd_x, self.bd_y = backdoor_set[0].to(device), backdoor_set[1].to(device)
             if len(self.bd_x) != len(self.bd_y) or len(self.bd_x) == 0:
                 raise ValueError("the backdoor test set must be non-empty with one label per image")
 

@@ -36,7 +36,7 @@ def run_post_training(setup: Setup, final_params: Tensor) -> dict[str, Any]:
     method = build_post_training(pt.name, pt.params)
     aux_x, aux_y = auxiliary_set(setup, pt.aux_per_class)
     before = setup.evaluator.evaluate(final_params)
-    result = method.repair(setup.model_fn(), setup.start, final_params, aux_x, aux_y)
+    result = method.repair(setup.model_fn().to(setup.cfg.device), setup.start, final_params, aux_x, aux_y)
     after = setup.evaluator.evaluate(result.params)
     return {
         "name": pt.name,

@@ -112,6 +112,8 @@ class LocalTrainer:
         if len(x) == 0:
             raise ValueError("a client with no training samples cannot train")
         model = self.model
+        if self.device.type != "cpu":  # one host-to-device copy per client, not one per batch
+            x, y = x.to(self.device), y.to(self.device)
         load_flat_params(model, global_params.to(self.device), self.layout)
         model.train()
         opt = torch.optim.SGD(
