@@ -16,12 +16,16 @@ from .datasets import (
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels, write_idx
 from .partition import PARTITION_METHODS, class_histogram, deg_niid, dirichlet, fang_q, iid, partition
 from .synthetic import make_synthetic
+from .traffic import TRAFFIC_DATASETS, TrafficMeta, TrafficOptions
 
 __all__ = [
     "DATASET_NAMES",
     "PARTITION_METHODS",
     "DataFileError",
     "DataNotFoundError",
+    "TRAFFIC_DATASETS",
+    "TrafficMeta",
+    "TrafficOptions",
     "Dataset",
     "class_histogram",
     "clear_dataset_cache",

@@ -26,13 +26,15 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Any, Final, Mapping, Optional
 
 import torch
 from torch import Tensor
 
 from .cifar import CIFAR_DIR_NAME, CIFAR_INSTALL_HINT, find_cifar_dir, read_cifar10
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels
+from .traffic import TRAFFIC_DATASETS, TrafficMeta, TrafficOptions, load_prepared
+from .traffic.meta import as_tensor
 
 __all__ = [
     "Dataset",
@@ -47,7 +49,8 @@ __all__ = [
     "clear_dataset_cache",
 ]
 
-DATASET_NAMES: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+IMAGE_DATASETS: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+DATASET_NAMES: Final = IMAGE_DATASETS + TRAFFIC_DATASETS
 ENV_VAR: Final = "FEDSHIELD_DATA"
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
@@ -103,7 +106,11 @@ _IDX_SOURCES: Final = {
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A whole dataset in memory: images ``(N, C, H, W)`` float32 in [0, 1], labels ``(N,)`` int64."""
+    """A whole dataset in memory: images ``(N, C, H, W)`` float32 in [0, 1], labels ``(N,)`` int64.
+
+    Network traffic (``traffic`` set): flow features ``(N, F)`` float32, preprocessed (scaled), with the
+    family and device of every row in ``traffic``.
+    """
 
     name: str
     train_x: Tensor = field(repr=False)
@@ -111,11 +118,13 @@ class Dataset:
     test_x: Tensor = field(repr=False)
     test_y: Tensor = field(repr=False)
     num_classes: int
+    traffic: Optional[TrafficMeta] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        dims, shape = (2, "(N, F)") if self.traffic is not None else (4, "(N, C, H, W)")
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
-            if x.dtype != torch.float32 or x.dim() != 4:
-                raise ValueError(f"{self.name}: {split}_x must be (N, C, H, W) float32, got {tuple(x.shape)} {x.dtype}")
+            if x.dtype != torch.float32 or x.dim() != dims:
+                raise ValueError(f"{self.name}: {split}_x must be {shape} float32, got {tuple(x.shape)} {x.dtype}")
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
                 raise ValueError(
                     f"{self.name}: {split}_y must be ({x.shape[0]},) int64, got {tuple(y.shape)} {y.dtype}"
@@ -127,6 +136,16 @@ class Dataset:
             )
         if self.num_classes < 2:
             raise ValueError(f"{self.name}: num_classes={self.num_classes} is invalid; must be >= 2")
+
+    @property
+    def kind(self) -> str:
+        """``"traffic"`` (flow features) or ``"image"``: the domain, which picks defaults (FLAME's λ, the model)."""
+        return "traffic" if self.traffic is not None else "image"
+
+    @property
+    def num_features(self) -> int:
+        """Number of feature columns of a traffic dataset."""
+        return int(self.train_x.shape[1])
 
     @property
     def in_channels(self) -> int:
@@ -173,7 +192,9 @@ def data_install_hint(name: str) -> str:
         )
     if key == "cifar10":
         return CIFAR_INSTALL_HINT
-    return "the synthetic dataset is generated in memory and needs no files"
+    if key in TRAFFIC_DATASETS and key != "synthetic_traffic":
+        return f"download {key} as docs/nids.md describes and set data.root to its folder"
+    return "the synthetic datasets are generated in memory and need no files"
 
 
 # ----------------------------------------------------------------------------------------------- locating
@@ -232,8 +253,8 @@ def locate_dataset(name: str, root: str | os.PathLike[str] | None = None, downlo
     Raises :class:`DataNotFoundError` listing every place tried and :func:`data_install_hint`.
     """
     key = _canonical(name)
-    if key == "synthetic":
-        raise ValueError("the synthetic dataset has no files to locate")
+    if key == "synthetic" or key in TRAFFIC_DATASETS:
+        raise ValueError(f"{key} is not located here (synthetic, or a traffic dataset: see load_dataset)")
     tried: list[str] = []
     if not os.environ.get(ENV_VAR):
         tried.append(f"${ENV_VAR}: not set")
@@ -358,13 +379,39 @@ def _load_cached(key: str, folder: str) -> Dataset:
     return _load_idx_folder(key, Path(folder))
 
 
-def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
-    """Load ``name`` (``fashion_mnist``, ``mnist``, ``cifar10`` or ``synthetic``) as in-memory tensors.
+@functools.lru_cache(maxsize=4)
+def _load_traffic(key: str, root: str | None, opts: TrafficOptions, synthetic: tuple) -> Dataset:
+    prep = load_prepared(key, root, opts, dict(synthetic))
+    meta = TrafficMeta(
+        feature_names=prep.feature_names, family_names=prep.family_names,
+        train_family=as_tensor(prep.train_family), test_family=as_tensor(prep.test_family),
+        label_mode=opts.label, train_device=as_tensor(prep.train_device), test_device=as_tensor(prep.test_device),
+        device_names=prep.device_names, report=prep.report,
+    )
+    num_classes = 2 if opts.label == "binary" else len(prep.family_names)
+    return Dataset(key, as_tensor(prep.train_x), as_tensor(prep.train_y), as_tensor(prep.test_x),
+                   as_tensor(prep.test_y), num_classes, traffic=meta)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    traffic: Optional[TrafficOptions] = None,
+    synthetic: Optional[Mapping[str, Any]] = None,
+) -> Dataset:
+    """Load ``name`` (``fashion_mnist``, ``mnist``, ``cifar10``, ``synthetic`` or a traffic dataset of
+    :data:`~fedshield.data.traffic.TRAFFIC_DATASETS`) as in-memory tensors.
 
     MNIST-likes come as ``(N, 1, 28, 28)``, CIFAR-10 as ``(N, 3, 32, 32)``; pixels are scaled to [0, 1].
-    See the module docstring for the lookup order. Repeated calls return the same cached object.
+    See the module docstring for the lookup order. Traffic datasets are read from ``root`` and preprocessed
+    with ``traffic`` (default :class:`TrafficOptions`); ``synthetic`` holds the synthetic traffic generator's
+    arguments. Repeated calls return the same cached object.
     """
     key = _canonical(name)
+    if key in TRAFFIC_DATASETS:
+        opts = traffic or TrafficOptions()
+        return _load_traffic(key, None if root is None else str(root), opts, tuple(sorted((synthetic or {}).items())))
     if key == "synthetic":
         return _load_cached(key, "")
     folder = locate_dataset(key, root=root, download=download)
@@ -374,3 +421,4 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download
 def clear_dataset_cache() -> None:
     """Forget every dataset loaded in this process."""
     _load_cached.cache_clear()
+    _load_traffic.cache_clear()

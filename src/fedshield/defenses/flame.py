@@ -132,7 +132,8 @@ class FLAME(Defense):
         reimplementations do) or ``"reject_all"`` (no client enters; G_t = G_{t−1}, plus noise if enabled).
         ``info["all_noise"]`` is 1.0 in either case.
     lam / epsilon, delta:
-        the noise level λ (σ = λ·S_t). Give either ``lam`` (default 0.001, App. B.3 for image classification) or
+        the noise level λ (σ = λ·S_t). Give either ``lam`` (default 0.001, App. B.3 for image classification;
+        0.01 when built from a config whose dataset is network traffic, App. B.3's NIDS value) or
         both ``epsilon`` and ``delta`` (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
     clustering, clipping, noise:
         switches for FLAME's ablation (Table 1); all True by default. With ``clustering=False`` every client is
@@ -205,6 +206,15 @@ class FLAME(Defense):
         self.clustering = clustering
         self.clipping = clipping
         self.noise = noise
+
+    @classmethod
+    def from_config(cls, params, context):
+        """λ defaults to 0.01 when the experiment's domain is network traffic (``context.extra["domain"]``),
+        FLAME's NIDS setting (App. B.3), and to 0.001 otherwise; an explicit ``lam`` or (ε, δ) wins."""
+        params = dict(params)
+        if context.extra.get("domain") == "traffic" and not {"lam", "epsilon", "delta"} & set(params):
+            params["lam"] = NIDS_LAMBDA
+        return super().from_config(params, context)
 
     # ------------------------------------------------------------------------------------------ clustering
 
@@ -288,6 +298,9 @@ class FLAME(Defense):
             lam=self.lam,
         )
         return Aggregate(new, accepted.cpu(), info)
+
+
+NIDS_LAMBDA = 0.01  # App. B.3: λ = 0.01 for the network-intrusion-detection scenario
 
 
 def _is_real(x: object) -> bool:

@@ -171,6 +171,7 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         "aggregate_s": round(sum(r["aggregate_s"] for r in rows), 2),
         "eval_s": round(sum(r.get("eval_s", 0.0) for r in rows), 2),
         "seconds": round(seconds, 2),
+        **{f"final_{k}": last[k] for k in ("detection_rate", "fpr", "f1") if k in last},
     }
 
 
@@ -255,6 +256,9 @@ def run_experiment(
     seconds = elapsed_before + time.perf_counter() - start_time
     summary = summarize(cfg, rows, seconds)
     summary.update(pretrain)
+    summary["domain"] = setup.dataset.kind
+    if rows and "info.lam" in rows[-1]:
+        summary["defense_lam"] = rows[-1]["info.lam"]  # the noise level FLAME used (0.01 on traffic)
     final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
     atomic_torch_save(final, out / "final_model.pt")
     if cfg.post_training is not None:
