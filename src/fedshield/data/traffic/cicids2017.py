@@ -65,11 +65,13 @@ _SUBDIRS: Final = ("", "MachineLearningCVE", "MachineLearningCSV/MachineLearning
 
 
 def find_cicids2017(root: Path) -> list[Path]:
-    """The CSV files of the first folder under ``root`` that holds any of :data:`FILES` (all of its ``*.csv``)."""
+    """The CSV files of the first folder under ``root`` that holds any of :data:`FILES` (all of its ``*.csv``),
+    in capture order (Monday to Friday as :data:`FILES` lists them), other CSVs after them by name."""
+    rank = {name: i for i, name in enumerate(FILES)}
     for sub in _SUBDIRS:
         folder = Path(root) / sub
         if any((folder / f).is_file() for f in FILES):
-            return sorted(folder.glob("*.csv"))
+            return sorted(folder.glob("*.csv"), key=lambda p: (rank.get(p.name, len(FILES)), p.name))
     raise DataNotFoundError(
         f"CIC-IDS2017 not found under {root}: need the MachineLearningCVE CSVs ({FILES[0]}, ...) in it or in "
         f"{[s for s in _SUBDIRS if s]}; download MachineLearningCSV.zip from https://www.unb.ca/cic/datasets/ids-2017.html"

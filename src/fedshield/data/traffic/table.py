@@ -46,6 +46,8 @@ class RawTraffic:
     port_columns: tuple[str, ...] = ()  # numeric columns that are port numbers (dropped with drop_ports)
 
     def __post_init__(self) -> None:
+        if self.is_test is not None:
+            self.is_test = np.asarray(self.is_test, dtype=bool)
         n = self.numeric.shape[0]
         if self.numeric.ndim != 2 or self.numeric.shape[1] != len(self.numeric_names):
             raise ValueError(f"{self.name}: numeric is {self.numeric.shape}, names {len(self.numeric_names)}")
