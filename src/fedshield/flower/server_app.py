@@ -23,7 +23,9 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from ..defenses import DefenseContext, build_defense
+from ..config import ExperimentConfig
+from ..defenses import Defense, DefenseContext, build_defense
+from ..sim.setup import Setup
 from .common import setup_for_run_config
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
 from .strategy import FedShieldStrategy
@@ -36,10 +38,9 @@ def _get(rc: Any, key: str, default: Any) -> Any:
     return default if v in ("", None) else v
 
 
-def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None) -> FedShieldStrategy:
-    rc = context.run_config
-    cfg, setup = setup_for_run_config(rc, base_dir)
-    defense = build_defense(
+def server_defense(cfg: ExperimentConfig, setup: Setup) -> Defense:
+    """A fresh defense of the experiment, with the context the simulator gives it (the domain picks FLAME's λ)."""
+    return build_defense(
         cfg.defense.name,
         cfg.defense.params,
         DefenseContext(
@@ -48,8 +49,15 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
             server_data=setup.server_data() if len(setup.server_indices) else None,
             num_classes=setup.dataset.num_classes,
             device=cfg.device,
+            extra={"input_shape": tuple(setup.dataset.train_x.shape[1:]), "domain": setup.dataset.kind},
         ),
     )
+
+
+def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None) -> FedShieldStrategy:
+    rc = context.run_config
+    cfg, setup = setup_for_run_config(rc, base_dir)
+    defense = server_defense(cfg, setup)
     rounds = int(_get(rc, "num-server-rounds", 0)) or cfg.rounds
     min_nodes = int(_get(rc, "min-nodes", 0)) or cfg.num_clients
     fraction_train = float(_get(rc, "fraction-train", 1.0))
