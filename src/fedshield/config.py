@@ -187,8 +187,8 @@ class PostTrainingConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    # traffic datasets: "mlp" (the default there), "autoencoder", "gru"; images: the others (default lenet)
-    model: Literal["lenet", "small_cnn", "resnet_light", "mlp", "autoencoder", "gru"] = "lenet"
+    # traffic datasets: "mlp" (the default there) or "autoencoder"; images: the others (default lenet)
+    model: Literal["lenet", "small_cnn", "resnet_light", "mlp", "autoencoder"] = "lenet"
     num_clients: int = Field(100, ge=1)
     clients_per_round: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
@@ -211,13 +211,13 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _traffic_defaults(self) -> "ExperimentConfig":
         """Traffic datasets default to the ``mlp`` model and the benign label (0) as the backdoor target."""
-        traffic_model = self.model in ("mlp", "autoencoder", "gru")
+        traffic_model = self.model in ("mlp", "autoencoder")
         if self.data.is_traffic:
             if "model" not in self.model_fields_set:
                 object.__setattr__(self, "model", "mlp")
                 self.model_fields_set.add("model")
             elif not traffic_model:
-                raise ValueError(f"model {self.model!r} is an image model; traffic datasets take mlp, autoencoder or gru")
+                raise ValueError(f"model {self.model!r} is an image model; traffic datasets take mlp or autoencoder")
             if "target_label" not in self.attack.model_fields_set:
                 object.__setattr__(self.attack, "target_label", 0)
                 self.attack.model_fields_set.add("target_label")
