@@ -1,7 +1,8 @@
 """Datasets as in-memory tensors and client partitions (DESIGN.md, ``data/``; algorithms.md §1.7, §6).
 
-Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches) or a seed
-(synthetic) into tensors, and labels into per-client index tensors.
+Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches, the CSVs of the network
+traffic datasets in ``traffic/``) or a seed (synthetic images or traffic) into tensors, and labels (or devices)
+into per-client index tensors.
 """
 
 from .cifar import read_cifar10, read_cifar_batch

@@ -257,6 +257,10 @@ def run_experiment(
     summary = summarize(cfg, rows, seconds)
     summary.update(pretrain)
     summary["domain"] = setup.dataset.kind
+    if setup.dataset.traffic is not None:  # what the traffic preprocessing did (non-finite counts, split, columns)
+        rep = setup.dataset.traffic.report
+        keys = ("split", "train_rows", "test_rows", "features", "dropped_columns", "nonfinite", "family_counts_train")
+        summary["data_report"] = {k: rep[k] for k in keys if k in rep}
     if rows and "info.lam" in rows[-1]:
         summary["defense_lam"] = rows[-1]["info.lam"]  # the noise level FLAME used (0.01 on traffic)
     final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
