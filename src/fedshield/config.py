@@ -54,6 +54,7 @@ class TrafficConfig(_Strict):
     split_seed: int = 0
     max_rows: Optional[int] = Field(None, ge=2)  # seeded subsample of the rows (quick runs)
     max_categories: int = Field(32, ge=1)
+    window: int = Field(0, ge=0)  # > 0: windows of this many consecutive flows per device (model: gru)
     synthetic: SyntheticTrafficConfig = Field(default_factory=SyntheticTrafficConfig)
 
 
@@ -187,8 +188,9 @@ class PostTrainingConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    # traffic datasets: "mlp" (the default there) or "autoencoder"; images: the others (default lenet)
-    model: Literal["lenet", "small_cnn", "resnet_light", "mlp", "autoencoder"] = "lenet"
+    # traffic datasets: "mlp" (the default there), "autoencoder", "gru" (needs data.traffic.window); images: the
+    # others (default lenet)
+    model: Literal["lenet", "small_cnn", "resnet_light", "mlp", "autoencoder", "gru"] = "lenet"
     num_clients: int = Field(100, ge=1)
     clients_per_round: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
@@ -211,13 +213,15 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _traffic_defaults(self) -> "ExperimentConfig":
         """Traffic datasets default to the ``mlp`` model and the benign label (0) as the backdoor target."""
-        traffic_model = self.model in ("mlp", "autoencoder")
+        traffic_model = self.model in ("mlp", "autoencoder", "gru")
+        if (self.model == "gru") != (self.data.traffic.window > 0):
+            raise ValueError("model gru reads windows of flows: set data.traffic.window > 0 with it (and only with it)")
         if self.data.is_traffic:
             if "model" not in self.model_fields_set:
                 object.__setattr__(self, "model", "mlp")
                 self.model_fields_set.add("model")
             elif not traffic_model:
-                raise ValueError(f"model {self.model!r} is an image model; traffic datasets take mlp or autoencoder")
+                raise ValueError(f"model {self.model!r} is an image model; traffic datasets take mlp, autoencoder or gru")
             if "target_label" not in self.attack.model_fields_set:
                 object.__setattr__(self.attack, "target_label", 0)
                 self.attack.model_fields_set.add("target_label")

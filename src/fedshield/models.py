@@ -21,6 +21,7 @@ __all__ = [
     "TRAFFIC_MODELS",
     "FlowMLP",
     "FlowAutoencoder",
+    "FlowGRU",
     "build_model",
     "count_parameters",
     "flatten_params",
@@ -315,6 +316,22 @@ class FlowAutoencoder(nn.Module):
         return torch.cat([-s, s], dim=1)
 
 
+class FlowGRU(nn.Module):
+    """Sequence classifier over windows of consecutive flows (N, T, F): two GRU layers (hidden 32) and a linear
+    head on the last step, the shape of FLAME's NIDS model (DIoT: 2 GRU layers + FC), scaled to flow features."""
+
+    def __init__(self, num_features: int, num_classes: int = 2, hidden: int = 32, layers: int = 2):
+        super().__init__()
+        self.gru = nn.GRU(num_features, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"gru expects windows (N, T, F), got {tuple(x.shape)}; set data.traffic.window")
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet": LeNet,
     "small_cnn": SmallCNN,
@@ -324,6 +341,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 TRAFFIC_MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": FlowMLP,
     "autoencoder": FlowAutoencoder,
+    "gru": FlowGRU,
 }
 
 

@@ -60,7 +60,8 @@ class FeatureTrigger:
         return self.apply_(x.clone())
 
     def apply_(self, x: Tensor) -> Tensor:
-        x[:, list(self.columns)] = torch.tensor(self.values, dtype=x.dtype, device=x.device)
+        """Set the columns (the last dimension) of every flow; on windows (N, T, F), of every flow of the window."""
+        x[..., list(self.columns)] = torch.tensor(self.values, dtype=x.dtype, device=x.device)
         return x
 
 

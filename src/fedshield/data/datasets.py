@@ -35,6 +35,7 @@ from .cifar import CIFAR_DIR_NAME, CIFAR_INSTALL_HINT, find_cifar_dir, read_cifa
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels
 from .traffic import TRAFFIC_DATASETS, TrafficMeta, TrafficOptions, load_prepared
 from .traffic.meta import as_tensor
+from .traffic.windows import make_windows
 
 __all__ = [
     "Dataset",
@@ -122,6 +123,8 @@ class Dataset:
 
     def __post_init__(self) -> None:
         dims, shape = (2, "(N, F)") if self.traffic is not None else (4, "(N, C, H, W)")
+        if self.traffic is not None and self.train_x.dim() == 3:
+            dims, shape = 3, "(N, T, F) windows"
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.float32 or x.dim() != dims:
                 raise ValueError(f"{self.name}: {split}_x must be {shape} float32, got {tuple(x.shape)} {x.dtype}")
@@ -144,8 +147,8 @@ class Dataset:
 
     @property
     def num_features(self) -> int:
-        """Number of feature columns of a traffic dataset."""
-        return int(self.train_x.shape[1])
+        """Number of feature columns of a traffic dataset (the last dimension, also for windows)."""
+        return int(self.train_x.shape[-1])
 
     @property
     def in_channels(self) -> int:
@@ -380,17 +383,26 @@ def _load_cached(key: str, folder: str) -> Dataset:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_traffic(key: str, root: str | None, opts: TrafficOptions, synthetic: tuple) -> Dataset:
+def _load_traffic(key: str, root: str | None, opts: TrafficOptions, synthetic: tuple, window: int = 0) -> Dataset:
     prep = load_prepared(key, root, opts, dict(synthetic))
+    splits = {}
+    for split in ("train", "test"):
+        x, y = getattr(prep, f"{split}_x"), getattr(prep, f"{split}_y")
+        fam, dev = getattr(prep, f"{split}_family"), getattr(prep, f"{split}_device")
+        if window:
+            x, end = make_windows(x, dev, window)  # a window takes its last flow's label, family, device
+            y, fam, dev = y[end], fam[end], None if dev is None else dev[end]
+        splits[split] = (x, y, fam, dev)
+    (trx, tr_y, tr_f, tr_d), (tex, te_y, te_f, te_d) = splits["train"], splits["test"]
+    report = dict(prep.report, window=window)
     meta = TrafficMeta(
         feature_names=prep.feature_names, family_names=prep.family_names,
-        train_family=as_tensor(prep.train_family), test_family=as_tensor(prep.test_family),
-        label_mode=opts.label, train_device=as_tensor(prep.train_device), test_device=as_tensor(prep.test_device),
-        device_names=prep.device_names, report=prep.report,
+        train_family=as_tensor(tr_f), test_family=as_tensor(te_f),
+        label_mode=opts.label, train_device=as_tensor(tr_d), test_device=as_tensor(te_d),
+        device_names=prep.device_names, report=report,
     )
     num_classes = 2 if opts.label == "binary" else len(prep.family_names)
-    return Dataset(key, as_tensor(prep.train_x), as_tensor(prep.train_y), as_tensor(prep.test_x),
-                   as_tensor(prep.test_y), num_classes, traffic=meta)
+    return Dataset(key, as_tensor(trx), as_tensor(tr_y), as_tensor(tex), as_tensor(te_y), num_classes, traffic=meta)
 
 
 def load_dataset(
@@ -399,6 +411,7 @@ def load_dataset(
     download: bool = True,
     traffic: Optional[TrafficOptions] = None,
     synthetic: Optional[Mapping[str, Any]] = None,
+    window: int = 0,
 ) -> Dataset:
     """Load ``name`` (``fashion_mnist``, ``mnist``, ``cifar10``, ``synthetic`` or a traffic dataset of
     :data:`~fedshield.data.traffic.TRAFFIC_DATASETS`) as in-memory tensors.
@@ -406,12 +419,14 @@ def load_dataset(
     MNIST-likes come as ``(N, 1, 28, 28)``, CIFAR-10 as ``(N, 3, 32, 32)``; pixels are scaled to [0, 1].
     See the module docstring for the lookup order. Traffic datasets are read from ``root`` and preprocessed
     with ``traffic`` (default :class:`TrafficOptions`); ``synthetic`` holds the synthetic traffic generator's
-    arguments. Repeated calls return the same cached object.
+    arguments; ``window`` > 0 turns each split into windows of that many consecutive flows per device
+    (:mod:`fedshield.data.traffic.windows`). Repeated calls return the same cached object.
     """
     key = _canonical(name)
     if key in TRAFFIC_DATASETS:
         opts = traffic or TrafficOptions()
-        return _load_traffic(key, None if root is None else str(root), opts, tuple(sorted((synthetic or {}).items())))
+        return _load_traffic(key, None if root is None else str(root), opts, tuple(sorted((synthetic or {}).items())),
+                             int(window))
     if key == "synthetic":
         return _load_cached(key, "")
     folder = locate_dataset(key, root=root, download=download)

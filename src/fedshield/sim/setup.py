@@ -30,7 +30,7 @@ def traffic_load_args(cfg: ExperimentConfig) -> dict[str, Any]:
         label=t.label, scaling=t.scaling, log1p=t.log1p, drop_ports=t.drop_ports, test_fraction=t.test_fraction,
         split_seed=t.split_seed, max_rows=t.max_rows, max_categories=t.max_categories,
     )
-    return {"traffic": opts, "synthetic": t.synthetic.model_dump()}
+    return {"traffic": opts, "synthetic": t.synthetic.model_dump(), "window": t.window}
 
 
 def train_settings(tc: TrainConfig) -> TrainSettings:
