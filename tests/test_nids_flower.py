@@ -14,8 +14,8 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from fedshield.flower import FedShieldStrategy, arrayrecord_to_flat, flat_to_arrayrecord  # noqa: E402
 from fedshield.flower.client_app import make_client_app  # noqa: E402
 from fedshield.flower.common import setup_for_run_config  # noqa: E402
-from fedshield.flower.server_app import server_defense  # noqa: E402
 from fedshield.sim.loop import run_round  # noqa: E402
+from fedshield.sim.state import RoundState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # configs/nids_synthetic_flame.yaml, made small: 10 clients (5 devices x 2), 2 attackers, 3 rounds, lr 0.05
@@ -45,14 +45,15 @@ def task_identity(monkeypatch):
 def test_flame_on_synthetic_traffic_through_flower_matches_the_simulator(tmp_path):
     cfg, s = setup_for_run_config(RC, ROOT)
     assert s.dataset.kind == "traffic" and cfg.model == "mlp" and s.attackers == [0, 1]
-    defense = server_defense(cfg, s)
+    defense = s.new_defense()  # the ServerApp's defense (flower/server_app.py)
     assert defense.lam == 0.01  # FLAME's NIDS default, chosen from the dataset's domain
     strategy = FedShieldStrategy(defense=defense, layout=s.layout, seed=cfg.seed, malicious_ids=s.attackers,
                                  num_clients=cfg.num_clients, log_path=tmp_path / "rounds.jsonl",
                                  min_available_nodes=cfg.num_clients, min_train_nodes=cfg.num_clients)
     client = make_client_app(ROOT / "examples" / "flower")
     node_of = {100 + cid: cid for cid in range(cfg.num_clients)}
-    params, sim_params = s.initial_params.clone(), s.initial_params.clone()
+    params = s.initial_params.clone()
+    state = RoundState(round=0, global_params=s.initial_params.clone(), defense=s.new_defense())
     for rnd in range(1, cfg.rounds + 1):
         instr = list(strategy.configure_train(rnd, flat_to_arrayrecord(params, s.layout), ConfigRecord(),
                                               FakeGrid(node_of)))
@@ -67,7 +68,8 @@ def test_flame_on_synthetic_traffic_through_flower_matches_the_simulator(tmp_pat
             replies.append(Message(reply.content, reply_to=msg))
         arrays, metrics = strategy.aggregate_train(rnd, replies)
         params = arrayrecord_to_flat(arrays, s.layout)
-        sim_params, row = run_round(s, sim_params, rnd)
+        sim_params, row = run_round(s, state)
+        state.advance(sim_params, row, 0.0)
         assert metrics["info.lam"] == 0.01 and row["info.lam"] == 0.01
         assert metrics["num-accepted"] == row["accepted"]
         assert row["malicious"] == 2 and row["fn"] == 0  # both boosted injectors rejected by the clustering

@@ -3,7 +3,7 @@
 Every model is a plain ``nn.Module``. Defenses never see modules: they see one flat vector per client whose
 order is fixed by :class:`ParamLayout` (the module's ``state_dict`` order, floating-point tensors only).
 Batch-norm running statistics travel in the same vector but are marked ``kind == "buffer"`` so that
-defenses can exclude them from distances, norms and noise (algorithms.md §0.3).
+defenses can exclude them from distances, norms and noise (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .core.errors import ConfigError
+from .core.registry import Registry
 
 __all__ = [
     "LayoutEntry",
@@ -332,17 +335,14 @@ class FlowGRU(nn.Module):
         return self.head(out[:, -1])
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet": LeNet,
-    "small_cnn": SmallCNN,
-    "resnet_light": ResNetLight,
-}
-# models of flow features: built from (num_features, num_classes)
-TRAFFIC_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": FlowMLP,
-    "autoencoder": FlowAutoencoder,
-    "gru": FlowGRU,
-}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS.register(LeNet, "lenet", "LeNet-5 style CNN (two conv layers, three dense layers)")
+MODELS.register(SmallCNN, "small_cnn", "small two-layer CNN for fast tests and the synthetic dataset")
+MODELS.register(ResNetLight, "resnet_light", "light ResNet with batch norm (three stages of basic blocks)")
+MODELS.register(FlowMLP, "mlp", "network traffic: MLP over flow features (the traffic default)")
+MODELS.register(FlowAutoencoder, "autoencoder", "network traffic: N-BaIoT's benign-only autoencoder anomaly detector")
+MODELS.register(FlowGRU, "gru", "network traffic: two GRU layers over windows of flows (data.traffic.window)")
+TRAFFIC_MODELS: tuple[str, ...] = ("mlp", "autoencoder", "gru")  # built from (num_features, num_classes)
 
 
 def build_model(
@@ -360,11 +360,9 @@ def build_model(
     """
     if name in TRAFFIC_MODELS:
         if num_features is None or num_features < 1:
-            raise ValueError(f"model {name!r} needs num_features >= 1 (the number of flow-feature columns)")
-        return TRAFFIC_MODELS[name](num_features=num_features, num_classes=num_classes)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    model = MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+            raise ConfigError(f"model {name!r} needs num_features >= 1 (the number of flow-feature columns)")
+        return MODELS.get(name)(num_features=num_features, num_classes=num_classes)
+    model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     if input_mean is not None or input_std is not None:
         if input_mean is None or input_std is None:
             raise ValueError("input normalisation needs both input_mean and input_std")

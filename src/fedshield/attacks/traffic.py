@@ -30,9 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.errors import ParameterError
+from ..core.params import Param, number
 from ..data.traffic import BENIGN_LABEL
 from .backdoor import SubstitutePoisoner
-from .base import AttackContext, DataPoison, Param, ParameterError, number
+from .base import AttackContext, DataPoison
+from .poisoning import DATA_POISONS
 
 __all__ = ["FeatureTrigger", "TrafficInjectionPoison", "FeatureTriggerPoison"]
 
@@ -77,6 +80,7 @@ def _names(v: Any) -> bool:
     return v is None or (isinstance(v, list) and len(v) > 0 and all(isinstance(s, str) for s in v))
 
 
+@DATA_POISONS.register
 class TrafficInjectionPoison(DataPoison):
     name = "traffic_injection"
     summary = "traffic injection: attackers add flows of one attack family to their data, labelled benign"
@@ -121,6 +125,7 @@ class TrafficInjectionPoison(DataPoison):
         return self.pool_idx
 
 
+@DATA_POISONS.register
 class FeatureTriggerPoison(DataPoison):
     name = "feature_trigger"
     summary = "feature trigger: attack flows with chosen features set to chosen values, labelled benign"

@@ -26,7 +26,7 @@ from typing import Final
 
 import numpy as np
 
-from ..idx import DataNotFoundError
+from ...core.errors import DataNotFoundError
 from .table import BENIGN, RawTraffic, concat_raw, dedupe_names, family_key, read_csv_strings, to_float, to_str
 
 __all__ = ["COLUMNS", "FILES", "read_cicids2017", "find_cicids2017"]

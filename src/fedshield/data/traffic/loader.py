@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Optional
 
 import numpy as np
 
-from ..idx import DataNotFoundError
+from ...core.errors import ConfigError, DataFileError, DataNotFoundError
 from .cicids2017 import find_cicids2017, read_cicids2017
 from .nbaiot import find_nbaiot, read_nbaiot
 from .preprocess import PreparedTraffic, TrafficOptions, preprocess
@@ -56,7 +57,7 @@ def source_files(name: str, root: Path) -> list[Path]:
         return [p for _, _, p in find_nbaiot(root)]
     if name == "toniot":
         return [find_toniot(root)]
-    raise ValueError(f"unknown traffic dataset {name!r}; choose one of {list(TRAFFIC_DATASETS)}")
+    raise ConfigError(f"unknown traffic dataset {name!r}; choose one of {list(TRAFFIC_DATASETS)}")
 
 
 def _cache_key(name: str, files: list[Path], opts: TrafficOptions) -> str:
@@ -84,9 +85,12 @@ def _save(path: Path, prep: PreparedTraffic) -> None:
 
 
 def _load(path: Path) -> PreparedTraffic:
-    with np.load(path) as z:
-        meta = json.loads(z["meta"].tobytes().decode())
-        arrays = {k: (z[k] if k in z.files else None) for k in _ARRAYS}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            arrays = {k: (z[k] if k in z.files else None) for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataFileError(f"{path}: damaged traffic cache file ({type(exc).__name__}: {exc}); delete it to re-parse") from None
     return PreparedTraffic(
         **arrays, family_names=tuple(meta["family_names"]), feature_names=tuple(meta["feature_names"]),
         device_names=tuple(meta["device_names"]), report=meta["report"],
@@ -106,7 +110,7 @@ def load_prepared(
         prep.report["synthetic"] = dict(synthetic or {})
         return prep
     if name not in _READERS:
-        raise ValueError(f"unknown traffic dataset {name!r}; choose one of {list(TRAFFIC_DATASETS)}")
+        raise ConfigError(f"unknown traffic dataset {name!r}; choose one of {list(TRAFFIC_DATASETS)}")
     if root is None:
         env = os.environ.get("FEDSHIELD_DATA")
         if not env:

@@ -30,7 +30,7 @@ from typing import Final
 
 import numpy as np
 
-from ..idx import DataNotFoundError
+from ...core.errors import DataNotFoundError
 from .table import BENIGN, RawTraffic, concat_raw, read_csv_strings, to_float
 
 __all__ = ["COLUMNS", "DEVICES", "GAFGYT", "MIRAI", "read_nbaiot", "find_nbaiot"]

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from ...core.errors import ConfigError, DataError
 from .table import BENIGN, RawTraffic
 
 __all__ = ["TrafficOptions", "PreparedTraffic", "preprocess", "split_rows", "replace_nonfinite"]
@@ -45,15 +46,15 @@ class TrafficOptions:
 
     def __post_init__(self) -> None:
         if self.label not in ("binary", "multiclass"):
-            raise ValueError(f"label={self.label!r} is invalid; allowed: 'binary', 'multiclass'")
+            raise ConfigError(f"label={self.label!r} is invalid; allowed: 'binary', 'multiclass'")
         if self.scaling not in ("standard", "minmax", "none"):
-            raise ValueError(f"scaling={self.scaling!r} is invalid; allowed: 'standard', 'minmax', 'none'")
+            raise ConfigError(f"scaling={self.scaling!r} is invalid; allowed: 'standard', 'minmax', 'none'")
         if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction={self.test_fraction!r} is invalid; must be in (0, 1)")
+            raise ConfigError(f"test_fraction={self.test_fraction!r} is invalid; must be in (0, 1)")
         if self.max_rows is not None and self.max_rows < 2:
-            raise ValueError(f"max_rows={self.max_rows!r} is invalid; must be >= 2 or None")
+            raise ConfigError(f"max_rows={self.max_rows!r} is invalid; must be >= 2 or None")
         if self.max_categories < 1:
-            raise ValueError(f"max_categories={self.max_categories!r} is invalid; must be >= 1")
+            raise ConfigError(f"max_categories={self.max_categories!r} is invalid; must be >= 1")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +142,7 @@ def preprocess(raw: RawTraffic, opts: TrafficOptions) -> PreparedTraffic:
         rows, is_test = rows[perm], is_test[perm]
     tr, te = rows[~is_test], rows[is_test]
     if tr.size == 0 or te.size == 0:
-        raise ValueError(f"{raw.name}: the split left an empty training or test set ({tr.size}/{te.size} rows)")
+        raise DataError(f"{raw.name}: the split left an empty training or test set ({tr.size}/{te.size} rows)")
 
     keep = [j for j, n in enumerate(raw.numeric_names) if not (opts.drop_ports and n in raw.port_columns)]
     names = tuple(raw.numeric_names[j] for j in keep)

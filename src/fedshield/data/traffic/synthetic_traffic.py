@@ -26,6 +26,7 @@ from typing import Final
 
 import numpy as np
 
+from ...core.errors import ParameterError
 from .table import BENIGN, RawTraffic
 
 __all__ = ["FAMILIES", "FEATURES", "make_synthetic_traffic"]
@@ -81,7 +82,7 @@ def make_synthetic_traffic(
         ("zero_duration_share", zero_duration_share, 0 <= zero_duration_share < 1),
     ):
         if not ok:
-            raise ValueError(f"{name}={value!r} is invalid for the synthetic traffic generator")
+            raise ParameterError(f"{name}={value!r} is invalid for the synthetic traffic generator")
     dev_ss, flow_ss = np.random.SeedSequence([seed, 0x7AFF1C]).spawn(2)
     dev_rng = np.random.default_rng(dev_ss)
     n_cont = len(_MEANS[BENIGN])

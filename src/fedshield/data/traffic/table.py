@@ -7,7 +7,7 @@ published as a train/test pair, which rows are test rows. :mod:`.preprocess` tur
 
 :func:`read_csv_strings` reads a CSV with every column as a string (so mixed-type columns and repeated
 header rows inside a file never stop the parser), checks the header against the published schema and
-raises :class:`~fedshield.data.idx.DataFileError` naming the file and the column (or the line) on a wrong
+raises :class:`~fedshield.core.errors.DataFileError` naming the file and the column (or the line) on a wrong
 or truncated file. :func:`to_float` then converts a column, naming the file, column and first bad value.
 """
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ..idx import DataFileError
+from ...core.errors import DataFileError
 
 __all__ = ["RawTraffic", "BENIGN", "read_csv_strings", "to_float", "to_str", "concat_raw", "dedupe_names", "family_key"]
 

@@ -22,7 +22,7 @@ from typing import Final
 
 import numpy as np
 
-from ..idx import DataFileError, DataNotFoundError
+from ...core.errors import DataFileError, DataNotFoundError
 from .table import BENIGN, RawTraffic, family_key, read_csv_strings, to_float, to_str
 
 __all__ = ["COLUMNS", "CATEGORICAL", "read_toniot", "find_toniot"]

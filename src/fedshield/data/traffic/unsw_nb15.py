@@ -19,7 +19,7 @@ from typing import Final
 
 import numpy as np
 
-from ..idx import DataFileError, DataNotFoundError
+from ...core.errors import DataFileError, DataNotFoundError
 from .table import BENIGN, RawTraffic, concat_raw, family_key, read_csv_strings, to_float, to_str
 
 __all__ = ["COLUMNS", "CATEGORICAL", "FILES", "read_unsw_nb15", "find_unsw_nb15"]
