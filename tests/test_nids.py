@@ -14,7 +14,7 @@ from fedshield.attacks import AttackContext, ParameterError, build_attack  # noq
 from fedshield.attacks.traffic import FeatureTrigger  # noqa: E402
 from fedshield.config import ConfigError, config_from_dict  # noqa: E402
 from fedshield.data import load_dataset  # noqa: E402
-from fedshield.defenses import DefenseContext, build_defense  # noqa: E402
+from fedshield.defenses import DefenseContext, build_defense, get_defense_class, validate_defense  # noqa: E402
 from fedshield.metrics import intrusion_detection_rates  # noqa: E402
 from fedshield.models import FlowAutoencoder, ParamLayout, build_model  # noqa: E402
 from fedshield.sim.loop import run_experiment  # noqa: E402
@@ -112,6 +112,13 @@ def test_flame_lambda_default_follows_the_domain():
     assert build_defense("flame", {}, traffic).lam == 0.01
     assert build_defense("flame", {"lam": 0.002}, traffic).lam == 0.002
     assert build_defense("flame", {}, DefenseContext(extra={"domain": "image"})).lam == 0.001
+    assert build_defense("flame", {}, DefenseContext()).lam == 0.001  # no domain given: images
+    # the domain is a context argument, not a config parameter: a config cannot set it
+    assert "domain" not in get_defense_class("flame").params_spec()
+    with pytest.raises(ParameterError, match="domain"):
+        validate_defense("flame", {"domain": "traffic"})
+    with pytest.raises(ParameterError, match="domain"):
+        build_defense("flame", {}, DefenseContext(extra={"domain": "audio"}))
 
 
 def test_config_traffic_defaults_and_errors():

@@ -8,6 +8,7 @@ import torch
 
 pytest.importorskip("pyarrow", reason="the traffic readers need pyarrow (pip install 'fedshield[traffic]')")
 
+from fedshield.core.errors import DataFileError  # noqa: E402
 from fedshield.data import load_dataset, partition  # noqa: E402
 from fedshield.data.partition import attack_free, by_device  # noqa: E402
 from fedshield.data.traffic import (  # noqa: E402
@@ -91,6 +92,10 @@ def test_disk_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monkey
     os.utime(path, ns=(1, 10**18))
     assert load_prepared("unsw_nb15", root, TrafficOptions()).report["test_rows"] == 4 and len(calls) == 3
     assert not list((tmp_path / "cache" / "traffic").glob(".*.tmp"))  # written atomically, nothing left over
+    for entry in (tmp_path / "cache" / "traffic").glob("*.npz"):
+        entry.write_bytes(b"PK\x03\x04 truncated")  # a damaged cache file: an error naming it, not a zip traceback
+    with pytest.raises(DataFileError, match=r"unsw_nb15-.*\.npz: damaged traffic cache file"):
+        load_prepared("unsw_nb15", root, TrafficOptions())
 
 
 def test_synthetic_traffic_is_deterministic_and_has_distinct_families():

@@ -27,6 +27,7 @@ from typing import Final
 import numpy as np
 
 from ...core.errors import ParameterError
+from ...core.numeric import is_finite_number, is_int, is_number
 from .table import BENIGN, RawTraffic
 
 __all__ = ["FAMILIES", "FEATURES", "make_synthetic_traffic"]
@@ -75,11 +76,11 @@ def make_synthetic_traffic(
 ) -> RawTraffic:
     """Generate the dataset (see the module docstring); ``device`` ids are 0..num_devices-1."""
     for name, value, ok in (
-        ("num_devices", num_devices, isinstance(num_devices, int) and num_devices >= 1),
-        ("flows_per_device", flows_per_device, isinstance(flows_per_device, int) and flows_per_device >= 10),
-        ("attack_share", attack_share, 0 < attack_share < 1),
-        ("drift", drift, drift >= 0),
-        ("zero_duration_share", zero_duration_share, 0 <= zero_duration_share < 1),
+        ("num_devices", num_devices, is_int(num_devices) and num_devices >= 1),
+        ("flows_per_device", flows_per_device, is_int(flows_per_device) and flows_per_device >= 10),
+        ("attack_share", attack_share, is_number(attack_share) and 0 < attack_share < 1),
+        ("drift", drift, is_finite_number(drift) and drift >= 0),
+        ("zero_duration_share", zero_duration_share, is_number(zero_duration_share) and 0 <= zero_duration_share < 1),
     ):
         if not ok:
             raise ParameterError(f"{name}={value!r} is invalid for the synthetic traffic generator")

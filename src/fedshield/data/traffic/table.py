@@ -24,7 +24,8 @@ import pyarrow.csv as pacsv
 
 from ...core.errors import DataFileError
 
-__all__ = ["RawTraffic", "BENIGN", "read_csv_strings", "to_float", "to_str", "concat_raw", "dedupe_names", "family_key"]
+__all__ = ["RawTraffic", "BENIGN", "read_csv_strings", "to_float", "to_str", "concat_raw", "dedupe_names", "family_key",
+           "checked_families"]
 
 BENIGN = "benign"
 
@@ -217,3 +218,18 @@ def family_key(label: str) -> str:
         else:
             gap = True
     return "".join(out) or "unknown"
+
+
+def checked_families(path: Path, cols: dict[str, pa.Array], family_column: str, normal: str = "normal") -> np.ndarray:
+    """The family of every row from ``family_column`` (``normal`` → :data:`BENIGN`, others :func:`family_key`),
+    checked against the 0/1 ``label`` column: :class:`DataFileError` naming the file and the columns when a
+    label is not 0 or 1, or when a row's label and family disagree (UNSW-NB15 and ToN-IoT carry both)."""
+    label = to_float(path, "label", cols["label"])
+    if not np.isin(label, (0.0, 1.0)).all():
+        raise DataFileError(f"{path}: column 'label' must hold 0 or 1")
+    kinds = np.array([family_key(v) for v in to_str(cols[family_column])], dtype=object)
+    family = np.where(kinds == normal, BENIGN, kinds)
+    bad = int(((family == BENIGN) != (label == 0)).sum())
+    if bad:
+        raise DataFileError(f"{path}: {bad} rows where column 'label' disagrees with column {family_column!r}")
+    return family

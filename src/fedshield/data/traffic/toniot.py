@@ -22,8 +22,8 @@ from typing import Final
 
 import numpy as np
 
-from ...core.errors import DataFileError, DataNotFoundError
-from .table import BENIGN, RawTraffic, family_key, read_csv_strings, to_float, to_str
+from ...core.errors import DataNotFoundError
+from .table import RawTraffic, checked_families, read_csv_strings, to_float, to_str
 
 __all__ = ["COLUMNS", "CATEGORICAL", "read_toniot", "find_toniot"]
 
@@ -63,14 +63,7 @@ def read_toniot(root: Path) -> RawTraffic:
     skip = set(IDENTIFIERS + FREE_TEXT + CATEGORICAL + ("label", "type"))
     numeric_names = tuple(c for c in COLUMNS if c not in skip)
     numeric = np.stack([to_float(path, c, cols[c], missing=("", "-")) for c in numeric_names], axis=1)
-    label = to_float(path, "label", cols["label"])
-    if not np.isin(label, (0.0, 1.0)).all():
-        raise DataFileError(f"{path}: column 'label' must hold 0 or 1")
-    kinds = np.array([family_key(v) for v in to_str(cols["type"])], dtype=object)
-    family = np.where(kinds == "normal", BENIGN, kinds)
-    bad = int(((family == BENIGN) != (label == 0)).sum())
-    if bad:
-        raise DataFileError(f"{path}: {bad} rows where column 'label' disagrees with column 'type'")
+    family = checked_families(path, cols, "type")
     return RawTraffic(
         name="toniot", numeric=numeric, numeric_names=numeric_names,
         categorical={c: to_str(cols[c]) for c in CATEGORICAL}, family=family,

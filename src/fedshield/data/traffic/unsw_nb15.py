@@ -19,8 +19,8 @@ from typing import Final
 
 import numpy as np
 
-from ...core.errors import DataFileError, DataNotFoundError
-from .table import BENIGN, RawTraffic, concat_raw, family_key, read_csv_strings, to_float, to_str
+from ...core.errors import DataNotFoundError
+from .table import RawTraffic, checked_families, concat_raw, read_csv_strings, to_float, to_str
 
 __all__ = ["COLUMNS", "CATEGORICAL", "FILES", "read_unsw_nb15", "find_unsw_nb15"]
 
@@ -54,15 +54,8 @@ def _read_file(path: Path, is_test: bool) -> RawTraffic:
     cols = read_csv_strings(path, COLUMNS)
     numeric_names = tuple(c for c in COLUMNS if c not in CATEGORICAL + IDENTIFIERS + ("attack_cat", "label"))
     numeric = np.stack([to_float(path, c, cols[c]) for c in numeric_names], axis=1)
-    label = to_float(path, "label", cols["label"])
-    if not np.isin(label, (0.0, 1.0)).all():
-        raise DataFileError(f"{path}: column 'label' must hold 0 or 1")
-    cats = np.array([family_key(v) for v in to_str(cols["attack_cat"])], dtype=object)
-    family = np.where(cats == "normal", BENIGN, cats)
-    bad = int(((family == BENIGN) != (label == 0)).sum())
-    if bad:
-        raise DataFileError(f"{path}: {bad} rows where column 'label' disagrees with column 'attack_cat'")
-    n = len(label)
+    family = checked_families(path, cols, "attack_cat")
+    n = len(family)
     return RawTraffic(
         name="unsw_nb15",
         numeric=numeric,

@@ -12,13 +12,15 @@ from typing import Optional
 
 import numpy as np
 
+from ...core.errors import ConfigError, DataError
+
 __all__ = ["window_ends", "make_windows"]
 
 
 def window_ends(device: Optional[np.ndarray], n: int, length: int) -> np.ndarray:
     """Indices of the rows that end a window: the ``length``-th and later rows of each device's stream."""
     if length < 1:
-        raise ValueError(f"window length={length} is invalid; must be >= 1")
+        raise ConfigError(f"data.traffic.window={length} is invalid; must be >= 1")
     dev = np.zeros(n, dtype=np.int64) if device is None else np.asarray(device)
     ends = []
     for d in np.unique(dev):
@@ -39,7 +41,7 @@ def make_windows(x: np.ndarray, device: Optional[np.ndarray], length: int) -> tu
         out.append(x[idx])
         ends.append(rows[length - 1 :])
     if not out:
-        raise ValueError(f"no device has {length} consecutive flows; use a shorter window")
+        raise DataError(f"no device has {length} consecutive flows; use a shorter data.traffic.window")
     end = np.concatenate(ends)
     order = np.argsort(end, kind="stable")
     return np.concatenate(out)[order].astype(np.float32), end[order]
