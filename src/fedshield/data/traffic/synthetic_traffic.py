@@ -26,8 +26,8 @@ from typing import Final
 
 import numpy as np
 
-from ...core.errors import ParameterError
 from ...core.numeric import is_finite_number, is_int, is_number
+from ...core.params import require
 from .table import BENIGN, RawTraffic
 
 __all__ = ["FAMILIES", "FEATURES", "make_synthetic_traffic"]
@@ -75,15 +75,13 @@ def make_synthetic_traffic(
     seed: int = 0,
 ) -> RawTraffic:
     """Generate the dataset (see the module docstring); ``device`` ids are 0..num_devices-1."""
-    for name, value, ok in (
-        ("num_devices", num_devices, is_int(num_devices) and num_devices >= 1),
-        ("flows_per_device", flows_per_device, is_int(flows_per_device) and flows_per_device >= 10),
-        ("attack_share", attack_share, is_number(attack_share) and 0 < attack_share < 1),
-        ("drift", drift, is_finite_number(drift) and drift >= 0),
-        ("zero_duration_share", zero_duration_share, is_number(zero_duration_share) and 0 <= zero_duration_share < 1),
-    ):
-        if not ok:
-            raise ParameterError(f"{name}={value!r} is invalid for the synthetic traffic generator")
+    require(is_int(num_devices) and num_devices >= 1, "num_devices", num_devices, "must be an integer >= 1")
+    require(is_int(flows_per_device) and flows_per_device >= 10, "flows_per_device", flows_per_device,
+            "must be an integer >= 10")
+    require(is_number(attack_share) and 0 < attack_share < 1, "attack_share", attack_share, "must be in (0, 1)")
+    require(is_finite_number(drift) and drift >= 0, "drift", drift, "must be a finite number >= 0")
+    require(is_number(zero_duration_share) and 0 <= zero_duration_share < 1, "zero_duration_share",
+            zero_duration_share, "must be in [0, 1)")
     dev_ss, flow_ss = np.random.SeedSequence([seed, 0x7AFF1C]).spawn(2)
     dev_rng = np.random.default_rng(dev_ss)
     n_cont = len(_MEANS[BENIGN])
