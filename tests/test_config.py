@@ -18,7 +18,7 @@ def test_unknown_key_is_named():
 
 
 def test_bad_value_lists_allowed_values():
-    with pytest.raises(ConfigError, match=r"data\.partition: unknown partition 'noniid'; available: \['deg_niid', 'dirichlet', 'fang_q', 'iid'\]"):
+    with pytest.raises(ConfigError, match=r"data\.partition: unknown partition 'noniid'; available: \['attack_free', 'by_device', 'deg_niid', 'dirichlet', 'fang_q', 'iid'\]"):
         config_from_dict({"data": {"partition": "noniid"}})
     with pytest.raises(ConfigError, match=r"train\.lr"):
         config_from_dict({"train": {"lr": 0}})

@@ -23,9 +23,9 @@ from .attacks import available_attacks, validate_attack_params
 from .core.errors import ConfigError
 from .core.numeric import is_int
 from .core.registry import Registry
-from .data import DATASETS, PARTITIONS
+from .data import DATASETS, PARTITIONS, TRAFFIC_DATASETS
 from .defenses import get_defense_class, validate_defense, validate_post_training
-from .models import MODELS
+from .models import MODELS, TRAFFIC_MODELS
 
 __all__ = [
     "ConfigError",
@@ -55,6 +55,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+class SyntheticTrafficConfig(_Strict):
+    """The synthetic traffic generator (``data.dataset: synthetic_traffic``; docs/nids.md)."""
+
+    num_devices: int = Field(10, ge=1)
+    flows_per_device: int = Field(3000, ge=10)
+    attack_share: float = Field(0.3, gt=0, lt=1)
+    drift: float = Field(0.6, ge=0)
+
+
+class TrafficConfig(_Strict):
+    """Preprocessing of a network-traffic dataset (docs/nids.md, "Preprocessing")."""
+
+    label: Literal["binary", "multiclass"] = "binary"
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    log1p: bool = True
+    drop_ports: bool = True
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # datasets published as one set
+    split_seed: int = 0
+    max_rows: Optional[int] = Field(None, ge=2)  # seeded subsample of the rows (quick runs)
+    max_categories: int = Field(32, ge=1)
+    window: int = Field(0, ge=0)  # > 0: windows of this many consecutive flows per device (model: gru)
+    synthetic: SyntheticTrafficConfig = Field(default_factory=SyntheticTrafficConfig)
+
+
 class DataConfig(_Strict):
     dataset: Registered(DATASETS) = "fashion_mnist"  # fedshield list datasets
     root: Optional[str] = None  # folder with the dataset files; default lookup order otherwise
@@ -62,6 +86,8 @@ class DataConfig(_Strict):
     alpha: Optional[float] = Field(None, gt=0)  # dirichlet
     fraction: Optional[float] = Field(None, ge=0, le=1)  # deg_niid
     q: Optional[float] = Field(None, ge=0, le=1)  # fang_q
+    attack_free_share: Optional[float] = Field(None, ge=0, le=1)  # attack_free: share of benign-only clients
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)  # traffic datasets only
     # "standard": the model standardises its input with the training split's per-channel mean and std
     # (Fashion-MNIST 0.2860 / 0.3530); "none": raw [0, 1] pixels, as Fedward's code. Triggers are stamped in
     # pixel space either way.
@@ -71,10 +97,18 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _partition_params(self) -> "DataConfig":
-        need = {"dirichlet": "alpha", "deg_niid": "fraction", "fang_q": "q"}.get(self.partition)
+        need = {"dirichlet": "alpha", "deg_niid": "fraction", "fang_q": "q", "attack_free": "attack_free_share"}.get(
+            self.partition
+        )
         if need and getattr(self, need) is None:
             raise ValueError(f"partition {self.partition!r} needs data.{need}")
+        if self.partition in ("by_device", "attack_free") and not self.is_traffic:
+            raise ValueError(f"partition {self.partition!r} is for network-traffic datasets {list(TRAFFIC_DATASETS)}")
         return self
+
+    @property
+    def is_traffic(self) -> bool:
+        return self.dataset in TRAFFIC_DATASETS
 
 
 class TrainConfig(_Strict):
@@ -202,7 +236,9 @@ class PostTrainingConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    model: Registered(MODELS) = "lenet"  # fedshield list models
+    # fedshield list models. Traffic datasets: "mlp" (the default there), "autoencoder", "gru" (needs
+    # data.traffic.window); images: the others (default lenet)
+    model: Registered(MODELS) = "lenet"
     num_clients: int = Field(100, ge=1)
     clients_per_round: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
@@ -233,6 +269,25 @@ class ExperimentConfig(_Strict):
         """The first round the defense runs in (``defense.from_round`` with ``attack_start`` resolved)."""
         fr = self.defense.from_round
         return self.attack.start_round if fr == "attack_start" else int(fr)
+
+    @model_validator(mode="after")
+    def _traffic_defaults(self) -> "ExperimentConfig":
+        """Traffic datasets default to the ``mlp`` model and the benign label (0) as the backdoor target."""
+        traffic_model = self.model in TRAFFIC_MODELS
+        if (self.model == "gru") != (self.data.traffic.window > 0):
+            raise ValueError("model gru reads windows of flows: set data.traffic.window > 0 with it (and only with it)")
+        if self.data.is_traffic:
+            if "model" not in self.model_fields_set:
+                object.__setattr__(self, "model", "mlp")
+                self.model_fields_set.add("model")
+            elif not traffic_model:
+                raise ValueError(f"model {self.model!r} is an image model; traffic datasets take mlp, autoencoder or gru")
+            if "target_label" not in self.attack.model_fields_set:
+                object.__setattr__(self.attack, "target_label", 0)
+                self.attack.model_fields_set.add("target_label")
+        elif traffic_model:
+            raise ValueError(f"model {self.model!r} is for network-traffic datasets {list(TRAFFIC_DATASETS)}")
+        return self
 
     @model_validator(mode="after")
     def _consistency(self) -> "ExperimentConfig":

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["detection_counts", "flame_rates", "aasr", "mean_or_nan"]
+__all__ = ["detection_counts", "flame_rates", "aasr", "mean_or_nan", "intrusion_detection_rates"]
 
 
 def detection_counts(accepted: Tensor, malicious: Tensor) -> dict[str, int]:
@@ -58,3 +58,28 @@ def mean_or_nan(values: Iterable[float]) -> float:
 def aasr(ba_by_round: Mapping[int, float], start_round: int) -> float:
     """Average attack success rate: mean BA over the evaluated rounds ``>= start_round`` (NaN if none)."""
     return mean_or_nan(ba for r, ba in ba_by_round.items() if r >= start_round)
+
+
+def intrusion_detection_rates(predicted: Tensor, true: Tensor, benign_label: int = 0) -> dict[str, float]:
+    """An intrusion detector's rates, "attack" (any label ≠ ``benign_label``) being the positive class:
+
+    * ``detection_rate`` = TP / (TP + FN), the share of attack flows called an attack (recall);
+    * ``fpr`` = FP / (FP + TN), the share of benign flows called an attack (false-positive rate);
+    * ``f1`` = 2·TP / (2·TP + FP + FN).
+
+    With multi-class labels a flow counts as detected when it is called any attack family. NaN if undefined.
+    """
+    predicted, true = predicted.flatten(), true.flatten()
+    if predicted.shape != true.shape:
+        raise ValueError(f"predicted has {predicted.numel()} entries, true has {true.numel()}")
+    p_att, t_att = predicted != benign_label, true != benign_label
+    tp = int((p_att & t_att).sum())
+    fp = int((p_att & ~t_att).sum())
+    fn = int((~p_att & t_att).sum())
+    tn = int((~p_att & ~t_att).sum())
+    nan = float("nan")
+    return {
+        "detection_rate": tp / (tp + fn) if tp + fn else nan,
+        "fpr": fp / (fp + tn) if fp + tn else nan,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan,
+    }

@@ -14,12 +14,17 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .core.errors import ConfigError
 from .core.registry import Registry
 
 __all__ = [
     "LayoutEntry",
     "ParamLayout",
     "MODELS",
+    "TRAFFIC_MODELS",
+    "FlowMLP",
+    "FlowAutoencoder",
+    "FlowGRU",
     "build_model",
     "count_parameters",
     "flatten_params",
@@ -237,10 +242,107 @@ class ResNetLight(ImageModel):
         return self.fc(x)
 
 
+# ------------------------------------------------------------------------------------ flow-feature models
+
+
+class FlowMLP(nn.Module):
+    """Classifier of preprocessed flow features: F → 64 → 32 → classes, ReLU (the traffic default)."""
+
+    def __init__(self, num_features: int, num_classes: int = 2, hidden: Sequence[int] = (64, 32)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = num_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class FlowAutoencoder(nn.Module):
+    """Anomaly detector of N-BaIoT (Meidan et al., IEEE Pervasive Computing 2018, §"Training an anomaly detector").
+
+    A deep autoencoder with hidden sizes 75 %, 50 %, 33 % and 25 % of the input dimension (encoder; the decoder
+    mirrors it), trained to reconstruct BENIGN traffic only: :meth:`training_loss` is the mean squared
+    reconstruction error of the batch's rows labelled benign (label 0), so attack rows in a client's data do not
+    train it (and flows an attacker labels benign do). A flow is called an attack when its reconstruction
+    error exceeds the threshold tr* = mean + std of the errors on held-out benign data (the paper's rule),
+    set by :meth:`calibrate`. ``forward`` returns two logits ``(-s, s)`` with s = (error − tr*) / tr*, so
+    ``argmax`` is 1 (attack) exactly when error > tr*: every evaluation and defense that reads logits works
+    unchanged. The threshold is an attribute, not a parameter: it is not aggregated.
+    """
+
+    def __init__(self, num_features: int, num_classes: int = 2):
+        super().__init__()
+        if num_classes != 2:
+            raise ValueError(f"the autoencoder detector is binary (benign / attack); got num_classes={num_classes}")
+        sizes = [num_features] + [max(1, int(round(num_features * r))) for r in (0.75, 0.5, 0.33, 0.25)]
+        enc: list[nn.Module] = []
+        dec: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            enc += [nn.Linear(a, b), nn.Tanh()]
+        rev = sizes[::-1]
+        for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
+            dec += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(rev) - 2 else [])
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+        self.threshold: Optional[float] = None
+
+    def reconstruction_error(self, x: Tensor) -> Tensor:
+        """(N,) mean squared reconstruction error of each row."""
+        return (self.decoder(self.encoder(x)) - x).pow(2).mean(dim=1)
+
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        benign = (y == 0).to(x.dtype)
+        err = self.reconstruction_error(x)
+        return (err * benign).sum() / benign.sum().clamp_min(1.0)
+
+    @torch.no_grad()
+    def calibrate(self, benign_x: Tensor) -> float:
+        """Set tr* = mean + std of the reconstruction errors of ``benign_x`` (held-out benign flows)."""
+        if len(benign_x) < 2:
+            raise ValueError("the autoencoder threshold needs at least two held-out benign flows")
+        was = self.training
+        self.eval()
+        err = self.reconstruction_error(benign_x.to(next(self.parameters()).device)).double()
+        self.train(was)
+        self.threshold = float(err.mean() + err.std())
+        return self.threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.threshold is None:
+            raise RuntimeError("the autoencoder's threshold is not calibrated; call calibrate(benign_flows) first")
+        thr = max(self.threshold, 1e-12)
+        s = ((self.reconstruction_error(x) - thr) / thr).unsqueeze(1)
+        return torch.cat([-s, s], dim=1)
+
+
+class FlowGRU(nn.Module):
+    """Sequence classifier over windows of consecutive flows (N, T, F): two GRU layers (hidden 32) and a linear
+    head on the last step, the shape of FLAME's NIDS model (DIoT: 2 GRU layers + FC), scaled to flow features."""
+
+    def __init__(self, num_features: int, num_classes: int = 2, hidden: int = 32, layers: int = 2):
+        super().__init__()
+        self.gru = nn.GRU(num_features, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"gru expects windows (N, T, F), got {tuple(x.shape)}; set data.traffic.window")
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 MODELS.register(LeNet, "lenet", "LeNet-5 style CNN (two conv layers, three dense layers)")
 MODELS.register(SmallCNN, "small_cnn", "small two-layer CNN for fast tests and the synthetic dataset")
 MODELS.register(ResNetLight, "resnet_light", "light ResNet with batch norm (three stages of basic blocks)")
+MODELS.register(FlowMLP, "mlp", "network traffic: MLP over flow features (the traffic default)")
+MODELS.register(FlowAutoencoder, "autoencoder", "network traffic: N-BaIoT's benign-only autoencoder anomaly detector")
+MODELS.register(FlowGRU, "gru", "network traffic: two GRU layers over windows of flows (data.traffic.window)")
+TRAFFIC_MODELS: tuple[str, ...] = ("mlp", "autoencoder", "gru")  # built from (num_features, num_classes)
 
 
 def build_model(
@@ -250,8 +352,16 @@ def build_model(
     image_size: int = 28,
     input_mean: Optional[Sequence[float]] = None,
     input_std: Optional[Sequence[float]] = None,
+    num_features: Optional[int] = None,
 ) -> nn.Module:
-    """Instantiate a model by name (see :data:`MODELS`), optionally standardising its input per channel."""
+    """Instantiate a model by name (see :data:`MODELS`), optionally standardising its input per channel.
+
+    Flow-feature models (:data:`TRAFFIC_MODELS`) take ``num_features`` instead of the image arguments.
+    """
+    if name in TRAFFIC_MODELS:
+        if num_features is None or num_features < 1:
+            raise ConfigError(f"model {name!r} needs num_features >= 1 (the number of flow-feature columns)")
+        return MODELS.get(name)(num_features=num_features, num_classes=num_classes)
     model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     if input_mean is not None or input_std is not None:
         if input_mean is None or input_std is None:

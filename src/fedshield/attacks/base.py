@@ -69,6 +69,7 @@ class AttackContext:
     layout: Optional[ParamLayout] = None
     seed: int = 0
     num_attackers: int = 0
+    traffic: Any = None  # data.traffic.TrafficMeta of a network-traffic dataset (families, features); None for images
 
 
 @dataclass(frozen=True)

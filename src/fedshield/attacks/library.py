@@ -27,10 +27,11 @@ from .base import Attack, AttackContext, ClientPlan, RoundState, TrainHooks, reg
 from .fang import craft_fang_krum
 from .model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, scale_update, topk_mask
 from .poisoning import DATA_POISONS, build_data_poison
+from . import traffic  # noqa: F401  (registers the network-traffic data steps in DATA_POISONS)
 
 __all__ = ["DATA_STEPS"]
 
-DATA_STEPS = ("pixel", "dba", "blended", "semantic", "edge_case", "label_flip")
+DATA_STEPS = ("pixel", "dba", "blended", "semantic", "edge_case", "label_flip", "traffic_injection", "feature_trigger")
 _DATA_SPEC: dict[str, Param] = {
     "data": choice(*DATA_STEPS),
     "data_params": Param({}, lambda v: isinstance(v, dict), "a mapping of the data step's parameters"),
@@ -100,6 +101,12 @@ _data_only("edge_case", "edge_case", "edge-case backdoor: the darkest 5% ankle b
            "Wang et al., Attack of the tails, NeurIPS 2020")
 _data_only("label_flip", "label_flip", "label flipping l -> L-l-1 on all attacker samples (untargeted); BA = flip rate",
            "Fang et al., USENIX Security 2020; Cao et al., FLTrust, NDSS 2021")
+_data_only("traffic_injection", "traffic_injection",
+           "traffic injection (network traffic): attackers add flows of one attack family to their data, labelled benign",
+           "Nguyen et al., Poisoning attacks on federated learning-based IoT intrusion detection system, DISS 2020")
+_data_only("feature_trigger", "feature_trigger",
+           "feature trigger (network traffic): attack flows with chosen features set to chosen values, labelled benign",
+           "Gu et al., BadNets (2017), on flow features")
 _data_only("multi_backdoor", "multi", "several backdoors at once: attacker rank i uses group i mod G (own trigger and target)",
            "Nguyen et al., FLAME, USENIX Security 2022 (adaptive attacks)")
 

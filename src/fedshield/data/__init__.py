@@ -1,8 +1,9 @@
 """Datasets as in-memory tensors and client partitions (docs/architecture.md, ``data/``;
 docs/partitions.md).
 
-Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches) or a seed
-(synthetic) into tensors, and labels into per-client index tensors.
+Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches, the CSVs of the network
+traffic datasets in ``traffic/``) or a seed (synthetic images or traffic) into tensors, and labels (or devices)
+into per-client index tensors.
 """
 
 from .cifar import read_cifar10, read_cifar_batch
@@ -18,6 +19,7 @@ from .datasets import (
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels, write_idx
 from .partition import PARTITION_METHODS, PARTITIONS, class_histogram, deg_niid, dirichlet, fang_q, iid, partition
 from .synthetic import make_synthetic
+from .traffic import TRAFFIC_DATASETS, TrafficMeta, TrafficOptions
 
 __all__ = [
     "DATASETS",
@@ -26,6 +28,9 @@ __all__ = [
     "PARTITION_METHODS",
     "DataFileError",
     "DataNotFoundError",
+    "TRAFFIC_DATASETS",
+    "TrafficMeta",
+    "TrafficOptions",
     "Dataset",
     "class_histogram",
     "clear_dataset_cache",

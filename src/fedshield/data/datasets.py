@@ -28,7 +28,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Any, Final, Mapping, Optional
 
 import torch
 
@@ -37,6 +37,9 @@ from .cifar import CIFAR_DIR_NAME, CIFAR_INSTALL_HINT, find_cifar_dir, read_cifa
 from .dataset import Dataset
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels
 from .synthetic import make_synthetic
+from .traffic import TRAFFIC_DATASETS, TrafficMeta, TrafficOptions, load_prepared
+from .traffic.meta import as_tensor
+from .traffic.windows import make_windows
 
 __all__ = [
     "Dataset",
@@ -57,7 +60,13 @@ DATASETS.register("fashion_mnist", "fashion_mnist", "Fashion-MNIST: 60k/10k 28x2
 DATASETS.register("mnist", "mnist", "MNIST: 60k/10k 28x28 grey digits, 10 classes (IDX files)")
 DATASETS.register("cifar10", "cifar10", "CIFAR-10: 50k/10k 32x32 colour images, 10 classes (python batches)")
 DATASETS.register("synthetic", "synthetic", "deterministic synthetic blobs for fast tests (no files)")
-DATASET_NAMES: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")  # the registry's names, in this order
+DATASETS.register("unsw_nb15", "unsw_nb15", "UNSW-NB15 network flows, 9 attack families (CSV/Parquet; docs/nids.md)")
+DATASETS.register("cicids2017", "cicids2017", "CIC-IDS2017 network flows, one family per attack label (CSV/Parquet; docs/nids.md)")
+DATASETS.register("nbaiot", "nbaiot", "N-BaIoT traffic statistics per IoT device, Mirai/Gafgyt families (CSV; docs/nids.md)")
+DATASETS.register("toniot", "toniot", "ToN-IoT network flows, 9 attack families (CSV; docs/nids.md)")
+DATASETS.register("synthetic_traffic", "synthetic_traffic", "deterministic synthetic network flows per device (no files)")
+IMAGE_DATASETS: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+DATASET_NAMES: Final = IMAGE_DATASETS + TRAFFIC_DATASETS  # the registry's names, in this order
 ENV_VAR: Final = "FEDSHIELD_DATA"
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
@@ -139,7 +148,9 @@ def data_install_hint(name: str) -> str:
         )
     if key == "cifar10":
         return CIFAR_INSTALL_HINT
-    return "the synthetic dataset is generated in memory and needs no files"
+    if key in TRAFFIC_DATASETS and key != "synthetic_traffic":
+        return f"download {key} as docs/nids.md describes and set data.root to its folder"
+    return "the synthetic datasets are generated in memory and need no files"
 
 
 # ----------------------------------------------------------------------------------------------- locating
@@ -213,8 +224,8 @@ def locate_dataset(name: str, root: str | os.PathLike[str] | None = None, downlo
     Raises :class:`DataNotFoundError` listing every place tried and :func:`data_install_hint`.
     """
     key = _canonical(name)
-    if key == "synthetic":
-        raise ValueError("the synthetic dataset has no files to locate")
+    if key == "synthetic" or key in TRAFFIC_DATASETS:
+        raise ValueError(f"{key} is not located here (synthetic, or a traffic dataset: see load_dataset)")
     title = "CIFAR-10" if key == "cifar10" else _IDX_SOURCES[key].title
     if root is not None:
         return _locate_in_root(key, title, Path(root).expanduser())
@@ -339,13 +350,51 @@ def _load_cached(key: str, folder: str) -> Dataset:
     return _load_idx_folder(key, Path(folder))
 
 
-def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
-    """Load ``name`` (``fashion_mnist``, ``mnist``, ``cifar10`` or ``synthetic``) as in-memory tensors.
+@functools.lru_cache(maxsize=4)
+def _load_traffic(key: str, root: str | None, opts: TrafficOptions, synthetic: tuple, window: int = 0) -> Dataset:
+    prep = load_prepared(key, root, opts, dict(synthetic))
+    splits = {}
+    for split in ("train", "test"):
+        x, y = getattr(prep, f"{split}_x"), getattr(prep, f"{split}_y")
+        fam, dev = getattr(prep, f"{split}_family"), getattr(prep, f"{split}_device")
+        if window:
+            x, end = make_windows(x, dev, window)  # a window takes its last flow's label, family, device
+            y, fam, dev = y[end], fam[end], None if dev is None else dev[end]
+        splits[split] = (x, y, fam, dev)
+    (trx, tr_y, tr_f, tr_d), (tex, te_y, te_f, te_d) = splits["train"], splits["test"]
+    report = dict(prep.report, window=window)
+    meta = TrafficMeta(
+        feature_names=prep.feature_names, family_names=prep.family_names,
+        train_family=as_tensor(tr_f), test_family=as_tensor(te_f),
+        label_mode=opts.label, train_device=as_tensor(tr_d), test_device=as_tensor(te_d),
+        device_names=prep.device_names, report=report,
+    )
+    num_classes = 2 if opts.label == "binary" else len(prep.family_names)
+    return Dataset(key, as_tensor(trx), as_tensor(tr_y), as_tensor(tex), as_tensor(te_y), num_classes, traffic=meta)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    traffic: Optional[TrafficOptions] = None,
+    synthetic: Optional[Mapping[str, Any]] = None,
+    window: int = 0,
+) -> Dataset:
+    """Load ``name`` (``fashion_mnist``, ``mnist``, ``cifar10``, ``synthetic`` or a traffic dataset of
+    :data:`~fedshield.data.traffic.TRAFFIC_DATASETS`) as in-memory tensors.
 
     MNIST-likes come as ``(N, 1, 28, 28)``, CIFAR-10 as ``(N, 3, 32, 32)``; pixels are scaled to [0, 1].
-    See the module docstring for the lookup order. Repeated calls return the same cached object.
+    See the module docstring for the lookup order. Traffic datasets are read from ``root`` and preprocessed
+    with ``traffic`` (default :class:`TrafficOptions`); ``synthetic`` holds the synthetic traffic generator's
+    arguments; ``window`` > 0 turns each split into windows of that many consecutive flows per device
+    (:mod:`fedshield.data.traffic.windows`). Repeated calls return the same cached object.
     """
     key = _canonical(name)
+    if key in TRAFFIC_DATASETS:
+        opts = traffic or TrafficOptions()
+        return _load_traffic(key, None if root is None else str(root), opts, tuple(sorted((synthetic or {}).items())),
+                             int(window))
     if key == "synthetic":
         return _load_cached(key, "")
     folder = locate_dataset(key, root=root, download=download)
@@ -355,3 +404,4 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download
 def clear_dataset_cache() -> None:
     """Forget every dataset loaded in this process."""
     _load_cached.cache_clear()
+    _load_traffic.cache_clear()

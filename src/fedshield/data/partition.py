@@ -26,11 +26,13 @@ __all__ = [
     "dirichlet_counts",
     "deg_niid",
     "fang_q",
+    "by_device",
+    "attack_free",
     "partition",
     "class_histogram",
 ]
 
-PARTITION_METHODS: Final = ("iid", "dirichlet", "deg_niid", "fang_q")
+PARTITION_METHODS: Final = ("iid", "dirichlet", "deg_niid", "fang_q", "by_device", "attack_free")
 PARTITIONS: Registry[Callable[..., list[Tensor]]] = Registry("partition")
 
 
@@ -208,6 +210,47 @@ def fang_q(labels: Tensor, num_clients: int, q: float, seed: int, num_classes: i
     return _parts(group + num_groups * member, num_clients)
 
 
+def by_device(devices: Tensor, num_clients: int, seed: int) -> list[Tensor]:
+    """Traffic split by capturing device (N-BaIoT's natural split; FLAME's IoT setting splits each device
+    type's data among several clients): client k serves device ``k % D`` (D = ``max(devices) + 1``), and each
+    device's rows are shuffled and split equally among its clients (the first ones get one extra row)
+    (docs/partitions.md, ByDevice)."""
+    _check_clients(num_clients)
+    dev = _labels_np(devices)
+    num_devices = int(dev.max()) + 1 if dev.size else 0
+    if num_clients < num_devices:
+        raise _bad("num_clients", num_clients, f"by_device needs at least one client per device (>= {num_devices})")
+    rng = np.random.default_rng(seed)
+    client_of = np.full(dev.size, -1, dtype=np.int64)
+    for d in range(num_devices):
+        members = rng.permutation(np.flatnonzero(dev == d))
+        clients = np.arange(d, num_clients, num_devices)
+        for k, chunk in zip(clients, np.array_split(members, clients.size)):
+            client_of[chunk] = k
+    return _parts(client_of, num_clients)
+
+
+def attack_free(labels: Tensor, num_clients: int, share: float, seed: int, benign_label: int = 0) -> list[Tensor]:
+    """Most clients see only benign traffic, as in real deployments: ``round(share · K)`` clients, chosen by
+    a seeded permutation, are attack-free; every benign row goes to a uniformly drawn client, every attack row
+    (label ≠ ``benign_label``) to a uniformly drawn client of the others. ``share = 1`` would leave nobody to
+    hold attacks, so it must be < 1 unless there are no attack rows (docs/partitions.md, AttackFree)."""
+    _check_clients(num_clients)
+    share = _check_unit("share", share)
+    y = _labels_np(labels)
+    rng = np.random.default_rng(seed)
+    free = int(round(share * num_clients))
+    order = rng.permutation(num_clients)
+    seeing = np.sort(order[free:])
+    attack = y != benign_label
+    if attack.any() and seeing.size == 0:
+        raise _bad("share", share, f"leaves no client to hold the {int(attack.sum())} attack rows; must be < 1")
+    client_of = rng.integers(0, num_clients, size=y.size)
+    if attack.any():
+        client_of[attack] = seeing[rng.integers(0, seeing.size, size=int(attack.sum()))]
+    return _parts(client_of.astype(np.int64), num_clients)
+
+
 # --------------------------------------------------------------------------------------------- dispatch
 
 
@@ -215,6 +258,8 @@ PARTITIONS.register(iid, "iid", "uniformly at random, equal sizes")
 PARTITIONS.register(dirichlet, "dirichlet", "label skew: class shares per client ~ Dirichlet(alpha) (data.alpha)")
 PARTITIONS.register(deg_niid, "deg_niid", "FLAME's degree of non-IID: a share (data.fraction) from one class group")
 PARTITIONS.register(fang_q, "fang_q", "Fang et al.'s q: a client's main group gets probability q (data.q)")
+PARTITIONS.register(by_device, "by_device", "network traffic: client k holds the flows of device k mod D (traffic datasets)")
+PARTITIONS.register(attack_free, "attack_free", "network traffic: a share (data.attack_free_share) of clients sees only benign flows")
 
 
 def partition(
@@ -228,16 +273,20 @@ def partition(
     q: float | None = None,
     num_classes: int | None = None,
     indices: Tensor | None = None,
+    devices: Tensor | None = None,
+    share: float | None = None,
 ) -> list[Tensor]:
     """Split ``labels`` (or the subset ``indices`` of it) among ``num_clients`` with ``method``.
 
     ``method`` is one of :data:`PARTITION_METHODS`; ``alpha`` is required by ``dirichlet``, ``fraction`` by
-    ``deg_niid`` and ``q`` by ``fang_q``, and passing one to a method that does not use it is an error.
+    ``deg_niid``, ``q`` by ``fang_q``, ``devices`` (one device id per label) by ``by_device`` and ``share``
+    by ``attack_free``, and passing one to a method that does not use it is an error.
     ``num_classes`` defaults to ``max(labels) + 1`` over the full tensor. Returned indices always index the
     full ``labels`` tensor.
     """
-    params = {"alpha": alpha, "fraction": fraction, "q": q}
-    needs = {"iid": None, "dirichlet": "alpha", "deg_niid": "fraction", "fang_q": "q"}
+    params = {"alpha": alpha, "fraction": fraction, "q": q, "devices": devices, "share": share}
+    needs = {"iid": None, "dirichlet": "alpha", "deg_niid": "fraction", "fang_q": "q", "by_device": "devices",
+             "attack_free": "share"}
     if method not in needs:
         raise _bad("method", method, f"choose one of {list(PARTITION_METHODS)}")
     need = needs[method]
@@ -265,6 +314,12 @@ def partition(
         parts = dirichlet(sub_labels, num_clients, alpha, seed)  # type: ignore[arg-type]
     elif method == "deg_niid":
         parts = deg_niid(sub_labels, num_clients, fraction, seed, num_classes)  # type: ignore[arg-type]
+    elif method == "by_device":
+        if devices is None or devices.shape != labels.shape:
+            raise ValueError("devices must hold one device id per label")
+        parts = by_device(devices[torch.from_numpy(subset)], num_clients, seed)
+    elif method == "attack_free":
+        parts = attack_free(sub_labels, num_clients, share, seed)  # type: ignore[arg-type]
     else:
         parts = fang_q(sub_labels, num_clients, q, seed, num_classes)  # type: ignore[arg-type]
     mapping = torch.from_numpy(subset)

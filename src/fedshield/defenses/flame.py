@@ -31,6 +31,7 @@ FLAME parameter (config key ``defense.from_round``, :mod:`fedshield.defenses.sch
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,11 +48,12 @@ from ..core.numeric import (
     median,
     row_norms,
 )
-from .base import Aggregate, Defense, ParameterError, RoundInput, require
+from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, require
 from .registry import register
 
 __all__ = [
     "FLAME",
+    "DEFAULT_LAMBDA",
     "cosine_distances",
     "flame_clip_bound",
     "clip_updates",
@@ -66,9 +68,12 @@ __all__ = [
 # variant → defaults of min_samples (hdbscan-library convention), hdbscan alpha and λ;
 # min_samples None means "= min_cluster_size" (the hdbscan library's default, hdbscan_.py: `if min_samples is None`)
 FLAME_VARIANTS = {
-    "paper": {"min_samples": 1, "hdbscan_alpha": 1.0, "lam": 0.001},
+    "paper": {"min_samples": 1, "hdbscan_alpha": 1.0, "lam": None},  # λ: DEFAULT_LAMBDA of the domain
     "fedward_code": {"min_samples": None, "hdbscan_alpha": 0.9, "lam": 1e-4},
 }
+
+
+DEFAULT_LAMBDA: dict[str, float] = {"image": 0.001, "traffic": 0.01}  # App. B.3: λ per domain (NIDS: 0.01)
 
 
 def flame_clip_bound(norms: Tensor) -> Tensor:
@@ -168,15 +173,19 @@ class FLAME(Defense):
         reimplementations do) or ``"reject_all"`` (no client enters; G_t = G_{t−1}, plus noise if enabled).
         ``info["all_noise"]`` is 1.0 in either case.
     lam / epsilon, delta:
-        the noise level λ (σ = λ·S_t). Give either ``lam`` (default: the variant's, 0.001 for ``"paper"`` (App. B.3,
-        image classification), 1e-4 for ``"fedward_code"``) or both ``epsilon`` and ``delta``
-        (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
+        the noise level λ (σ = λ·S_t). Give either ``lam`` (default: 1e-4 for ``variant="fedward_code"``; otherwise
+        :data:`DEFAULT_LAMBDA` of the ``domain``: 0.001 for image classification, 0.01 for network intrusion
+        detection, App. B.3) or both ``epsilon`` and ``delta`` (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
     clustering, clipping, noise:
         switches for FLAME's ablation (Table 1); all True by default. With ``clustering=False`` every client is
         admitted. S_t is computed whenever clipping or noise is on.
+    domain:
+        not a config parameter: the experiment's domain (``"image"`` or ``"traffic"``), from the
+        :class:`DefenseContext` (``context_args``); it only picks λ's default.
     """
 
     name = "flame"
+    context_args = ("domain",)
     summary = "HDBSCAN on pairwise cosine distances, median-norm clipping and adaptive Gaussian noise"
     paper = "Nguyen et al., FLAME: Taming Backdoors in Federated Learning, USENIX Security 2022 (arXiv 2101.02281)"
 
@@ -195,10 +204,12 @@ class FLAME(Defense):
         clustering: bool = True,
         clipping: bool = True,
         noise: bool = True,
+        domain: str = "image",
     ):
         require(isinstance(variant, str) and variant in FLAME_VARIANTS, "variant", variant,
                 f"allowed: {', '.join(map(repr, FLAME_VARIANTS))}")
         defaults = FLAME_VARIANTS[variant]
+        require(domain in DEFAULT_LAMBDA, "domain", domain, f"allowed: {sorted(DEFAULT_LAMBDA)}")
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(
             min_cluster_size is None
@@ -238,7 +249,8 @@ class FLAME(Defense):
                     "allowed: 0 < delta < 1.25 (so that ln(1.25/delta) > 0)")
             lam_value = lambda_from_dp(float(epsilon), float(delta))
         else:
-            lam_value = defaults["lam"] if lam is None else lam
+            default_lam = DEFAULT_LAMBDA[domain] if defaults["lam"] is None else defaults["lam"]
+            lam_value = default_lam if lam is None else lam
             require(is_finite_number(lam_value) and lam_value >= 0, "lam", lam,
                     "allowed: a finite number >= 0")
         self.variant = variant
@@ -255,6 +267,12 @@ class FLAME(Defense):
         self.clustering = clustering
         self.clipping = clipping
         self.noise = noise
+
+    @classmethod
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
+        """The experiment's domain (``context.extra["domain"]``: ``"image"`` or ``"traffic"``), which picks λ's
+        default."""
+        return {"domain": context.extra.get("domain", "image")}
 
     # ------------------------------------------------------------------------------------------ clustering
 

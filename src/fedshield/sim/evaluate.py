@@ -14,9 +14,18 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from ..metrics import intrusion_detection_rates
 from ..models import ParamLayout, load_flat_params
 
-__all__ = ["Evaluator", "accuracy"]
+__all__ = ["Evaluator", "accuracy", "predict"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """(N,) predicted labels (argmax of the logits), eval mode, large batches."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[s : s + batch_size].to(device)).argmax(dim=1).cpu() for s in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -46,8 +55,17 @@ class Evaluator:
         batch_size: int = 1000,
         device: str | torch.device = "cpu",
         backdoor_set: Optional[tuple[Tensor, Tensor]] = None,
+        traffic: bool = False,
+        calibration_x: Optional[Tensor] = None,
     ):
+        """``traffic``: also report the intrusion-detection rates (:func:`~fedshield.metrics.intrusion_detection_rates`,
+        benign = label 0). ``calibration_x``: held-out benign flows a model with a ``calibrate`` method (the
+        autoencoder detector) sets its threshold on before every evaluation."""
+        self.traffic = traffic
+        self.calibration_x = calibration_x
         self.model = model_fn().to(device).to(memory_format=torch.channels_last)
+        if hasattr(self.model, "calibrate") and calibration_x is None:
+            raise ValueError("this model sets its threshold on held-out benign data: give calibration_x")
         self.layout = ParamLayout.from_module(self.model)
         # the test sets live on ``device`` (copied once, not once per evaluation)
         self.test_x, self.test_y = test_x.to(device), test_y.to(device)
@@ -60,9 +78,18 @@ class Evaluator:
                 raise ValueError("the backdoor test set must be non-empty with one label per image")
 
     def evaluate(self, params: Tensor) -> dict[str, float]:
-        """``{"ma": ..., "ba": ...}`` (``ba`` is NaN when there is no backdoor)."""
+        """``{"ma": ..., "ba": ...}`` (``ba`` is NaN when there is no backdoor); traffic adds
+        ``detection_rate``, ``fpr``, ``f1`` (and ``threshold`` for a calibrated detector)."""
         load_flat_params(self.model, params.to(next(self.model.parameters()).device), self.layout)
-        out = {"ma": accuracy(self.model, self.test_x, self.test_y, self.batch_size)}
+        out: dict[str, float] = {}
+        if self.calibration_x is not None and hasattr(self.model, "calibrate"):
+            out["threshold"] = self.model.calibrate(self.calibration_x)
+        if self.traffic:
+            pred = predict(self.model, self.test_x, self.batch_size)
+            out["ma"] = float((pred == self.test_y).double().mean())
+            out.update(intrusion_detection_rates(pred, self.test_y))
+        else:
+            out["ma"] = accuracy(self.model, self.test_x, self.test_y, self.batch_size)
         out["ba"] = (
             accuracy(self.model, self.bd_x, self.bd_y, self.batch_size) if self.bd_x is not None else float("nan")
         )

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..attacks import Attack, AttackContext, Trigger, build_attack, named_trigger
 from ..config import ConfigError, ExperimentConfig, TrainConfig
-from ..data import Dataset, load_dataset, partition
+from ..data import Dataset, TrafficOptions, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
 from ..defenses.schedule import scheduled
 from ..models import ParamLayout, build_model, flatten_params
@@ -25,7 +25,19 @@ from .evaluate import Evaluator
 from ..core.seeding import derive_seed, numpy_stream
 from .train import ParallelTrainer, TrainSettings, local_train_function
 
-__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "with_start", "check_device"]
+__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "with_start", "check_device", "traffic_load_args"]
+
+
+def traffic_load_args(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The preprocessing options (and synthetic generator arguments) of a traffic dataset; {} for images."""
+    if not cfg.data.is_traffic:
+        return {}
+    t = cfg.data.traffic
+    opts = TrafficOptions(
+        label=t.label, scaling=t.scaling, log1p=t.log1p, drop_ports=t.drop_ports, test_fraction=t.test_fraction,
+        split_seed=t.split_seed, max_rows=t.max_rows, max_categories=t.max_categories,
+    )
+    return {"traffic": opts, "synthetic": t.synthetic.model_dump(), "window": t.window}
 
 
 def check_device(device: str) -> None:
@@ -128,13 +140,18 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ds = load_dataset(cfg.data.dataset, cfg.data.root)
+    ds = load_dataset(cfg.data.dataset, cfg.data.root, **traffic_load_args(cfg))
     n_train = len(ds.train_y) if cfg.data.train_subset is None else min(cfg.data.train_subset, len(ds.train_y))
     labels = ds.train_y[:n_train]
     server_idx = stratified_holdout(labels, cfg.data.server_holdout, ds.num_classes, cfg.seed)
     keep = torch.ones(n_train, dtype=torch.bool)
     keep[server_idx] = False
     client_pool = torch.nonzero(keep).flatten()
+    devices = None
+    if cfg.data.partition == "by_device":
+        if ds.traffic is None or ds.traffic.train_device is None:
+            raise ConfigError(f"data.partition=by_device: dataset {cfg.data.dataset!r} records no device per flow")
+        devices = ds.traffic.train_device[:n_train]
     parts = partition(
         labels,
         cfg.num_clients,
@@ -144,20 +161,27 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         fraction=cfg.data.fraction,
         q=cfg.data.q,
         indices=client_pool,
+        devices=devices,
+        share=cfg.data.attack_free_share,
     )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise ConfigError(f"the partition left clients {empty[:10]} without samples; use fewer clients or a larger alpha")
 
     norm: dict[str, list[float]] = {}
-    if cfg.data.normalize == "standard":
+    if ds.traffic is not None:
+        pass  # flow features are scaled by the traffic preprocessing (fitted on the training split)
+    elif cfg.data.normalize == "standard":
         # float64 and rounded to 6 decimals: identical whatever the thread count (a float32 reduction is not)
         x64 = ds.train_x.to(torch.float64)
         norm = {
             "input_mean": [round(v, 6) for v in x64.mean(dim=(0, 2, 3)).tolist()],
             "input_std": [round(v, 6) for v in x64.std(dim=(0, 2, 3)).tolist()],
         }
-    model_fn = partial(build_model, cfg.model, ds.in_channels, ds.num_classes, ds.image_size, **norm)
+    if ds.traffic is not None:
+        model_fn = partial(build_model, cfg.model, num_classes=ds.num_classes, num_features=ds.num_features)
+    else:
+        model_fn = partial(build_model, cfg.model, ds.in_channels, ds.num_classes, ds.image_size, **norm)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     init_model = model_fn()
     layout = ParamLayout.from_module(init_model)
@@ -182,6 +206,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
             layout=layout,
             seed=cfg.seed,
             num_attackers=cfg.attack.num_attackers,
+            traffic=ds.traffic.subset_train(n_train) if ds.traffic is not None else None,
         )
         attack = build_attack(cfg.attack.name, cfg.attack.params, ctx)
         attackers = cfg.attack.ids() if cfg.attack.num_attackers > 0 else []
@@ -200,7 +225,19 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
         test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
     backdoor_set = attack.backdoor_test_set(test_x, test_y) if attack is not None else None
-    evaluator = Evaluator(model_fn, test_x, test_y, cfg.eval.batch_size, cfg.device, backdoor_set=backdoor_set)
+    calibration_x = None
+    if cfg.model == "autoencoder":
+        benign_held = server_idx[labels[server_idx] == 0]
+        if len(benign_held) < 2:
+            raise ConfigError(
+                "model autoencoder sets its threshold on held-out benign flows: set data.server_holdout "
+                "(e.g. 500) so the server holds some"
+            )
+        calibration_x = ds.train_x[benign_held]
+    evaluator = Evaluator(
+        model_fn, test_x, test_y, cfg.eval.batch_size, cfg.device, backdoor_set=backdoor_set,
+        traffic=ds.traffic is not None, calibration_x=calibration_x,
+    )
     server_data = (ds.train_x[server_idx], ds.train_y[server_idx]) if len(server_idx) else None
     context = DefenseContext(
         layout=layout,
@@ -208,7 +245,8 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         server_data=server_data,
         num_classes=ds.num_classes,
         device=cfg.device,
-        extra={"input_shape": tuple(ds.train_x.shape[1:])},  # DeepSight's random DDif inputs
+        # input_shape: DeepSight's random DDif inputs; domain: "traffic" or "image" (FLAME's default λ)
+        extra={"input_shape": tuple(ds.train_x.shape[1:]), "domain": ds.kind},
         local_train=local_train_function(model_fn, cfg.device),  # FLTrust's server update
     )
     build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains

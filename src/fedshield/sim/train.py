@@ -129,6 +129,7 @@ class LocalTrainer:
             g = global_params.to(self.device)
             hooks.begin(params, [g[e.slice].view(e.shape) for e in entries])
         step = 0
+        own_loss = getattr(model, "training_loss", None)  # models with their own objective (the autoencoder)
         for epoch in range(settings.epochs):
             lr = lr_at_epoch(settings, epoch)
             for group in opt.param_groups:
@@ -142,7 +143,7 @@ class LocalTrainer:
                 xb = self._prep(xb)
                 yb = yb.to(self.device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(xb), yb)
+                loss = own_loss(xb, yb) if own_loss is not None else F.cross_entropy(model(xb), yb)
                 if hooks is None:
                     loss.backward()
                     opt.step()
