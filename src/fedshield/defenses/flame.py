@@ -36,6 +36,7 @@ __all__ = [
     "lambda_from_dp",
     "true_median",
     "largest_cluster",
+    "dbscan_binary_search",
 ]
 
 
@@ -106,6 +107,49 @@ def largest_cluster(labels: np.ndarray) -> tuple[np.ndarray, int]:
     uniq, counts = np.unique(valid, return_counts=True)  # uniq sorted ascending → argmax picks smallest on ties
     best = uniq[int(np.argmax(counts))]
     return labels == best, int(uniq.size)
+
+
+def dbscan_binary_search(dist: np.ndarray, min_pts: int, steps: int) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Private FLAME's clustering rule in the clear (paper §8 / App. G: DBSCAN plus a binary search for eps).
+
+    1. eps is searched on the grid eps(t) = 2t / 2^steps, t = 0..2^steps: t* is the smallest t at which some
+       client is a core point, i.e. has at least ``min_pts`` clients (itself included) at distance <= eps(t).
+       At t = 2^steps (eps = 2) every client is a core point, so t* exists. The search is the binary one the
+       2PC version runs obliviously: start at t = 2^steps and, for b = steps-1 .. 0, move to t − 2^b when a
+       core point exists there.
+    2. DBSCAN at eps = eps(t*) in the original definition (Ester et al. 1996): clusters are the connected
+       components of core points joined by eps-edges, each with every point within eps of one of its cores
+       (a border point may belong to two clusters).
+    3. The admitted mask is the largest cluster; a tie goes to the cluster holding the smallest core index.
+
+    Returns (mask, eps, info). ``dist`` is an (n, n) symmetric distance matrix with zero diagonal.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    n = d.shape[0]
+    if d.shape != (n, n):
+        raise ValueError(f"dbscan_binary_search: dist must be square, got shape {d.shape}")
+    if not 1 <= min_pts <= n:
+        raise ValueError(f"dbscan_binary_search: min_pts={min_pts} must be in 1..{n}")
+
+    def core_at(t: int) -> tuple[np.ndarray, np.ndarray]:
+        nb = d <= 2.0 * t / 2**steps
+        np.fill_diagonal(nb, True)
+        return nb, nb.sum(axis=1) >= min_pts
+
+    t = 2**steps
+    for b in reversed(range(steps)):
+        if core_at(t - 2**b)[1].any():
+            t -= 2**b
+    nb, core = core_at(t)
+    reach = core[:, None] & core[None, :] & nb
+    for _ in range(max(1, math.ceil(math.log2(max(n - 1, 1))))):
+        reach = (reach.astype(np.int64) @ reach.astype(np.int64)) > 0
+    members = (reach.astype(np.int64) @ (core[:, None] & nb).astype(np.int64)) > 0
+    sizes = members.sum(axis=1)
+    best = int(np.argmax(sizes))  # first maximum: the smallest core index
+    eps = 2.0 * t / 2**steps
+    info = {"dbscan_eps": eps, "num_core": float(core.sum()), "num_clusters": float(len({tuple(r) for r in members[core]}))}
+    return members[best].copy(), eps, info
 
 
 @register
