@@ -178,9 +178,15 @@ class FLAME(Defense):
     lam / epsilon, delta:
         the noise level λ (σ = λ·S_t). Give either ``lam`` (default 0.001, App. B.3 for image classification) or
         both ``epsilon`` and ``delta`` (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
-    clustering, clipping, noise:
-        switches for FLAME's ablation (Table 1); all True by default. With ``clustering=False`` every client is
-        admitted. S_t is computed whenever clipping or noise is on.
+    clustering:
+        ``True`` or ``"hdbscan"`` (default): HDBSCAN as above. ``"dbscan"``: the rule of Private FLAME (§8,
+        App. G), DBSCAN with ``min_pts = n//2 + 1`` at the radius found by a binary search of ``search_steps``
+        steps (:func:`dbscan_binary_search`); the plaintext twin of ``private_flame``. ``False``: every client is
+        admitted (the ablation of Table 1).
+    search_steps:
+        binary-search steps for DBSCAN's eps on [0, 2] (``clustering="dbscan"`` only; default 20, grid 2/2^20).
+    clipping, noise:
+        switches for FLAME's ablation (Table 1); both True by default. S_t is computed whenever clipping or noise is on.
     """
 
     name = "flame"
@@ -197,9 +203,10 @@ class FLAME(Defense):
         lam: float | None = None,
         epsilon: float | None = None,
         delta: float | None = None,
-        clustering: bool = True,
+        clustering: bool | str = True,
         clipping: bool = True,
         noise: bool = True,
+        search_steps: int = 20,
     ):
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(
@@ -219,7 +226,11 @@ class FLAME(Defense):
             )
         require(all_noise_policy in ("admit_all", "reject_all"), "all_noise_policy", all_noise_policy,
                 "allowed: 'admit_all', 'reject_all'")
-        for flag_name, flag in (("clustering", clustering), ("clipping", clipping), ("noise", noise)):
+        require(isinstance(clustering, bool) or clustering in ("hdbscan", "dbscan"), "clustering", clustering,
+                "allowed: True or 'hdbscan' (default), 'dbscan', False")
+        require(isinstance(search_steps, int) and not isinstance(search_steps, bool) and 1 <= search_steps <= 31,
+                "search_steps", search_steps, "allowed: an integer in 1..31")
+        for flag_name, flag in (("clipping", clipping), ("noise", noise)):
             require(isinstance(flag, bool), flag_name, flag, "allowed: True, False")
         if lam is not None and (epsilon is not None or delta is not None):
             raise ParameterError(
@@ -247,6 +258,7 @@ class FLAME(Defense):
         self.delta = None if delta is None else float(delta)
         self.lam = float(lam_value)
         self.clustering = clustering
+        self.search_steps = int(search_steps)
         self.clipping = clipping
         self.noise = noise
 
@@ -294,7 +306,12 @@ class FLAME(Defense):
         u_tr = upd[:, train]
 
         # Alg. 1 lines 6-7: filtering
-        if self.clustering:
+        if self.clustering == "dbscan":
+            source = (g[train].unsqueeze(0) + u_tr) if self.cluster_on == "models" else u_tr
+            mask_np, _, info = dbscan_binary_search(cosine_distances(source).cpu().numpy(), n // 2 + 1,
+                                                    self.search_steps)
+            accepted, info = torch.from_numpy(mask_np), {**info, "all_noise": 0.0}
+        elif self.clustering:
             source = (g[train].unsqueeze(0) + u_tr) if self.cluster_on == "models" else u_tr
             accepted, info = self._cluster(cosine_distances(source), n)
         else:
