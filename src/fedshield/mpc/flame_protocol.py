@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .party import Party
-from .ring import encode, ring_matmul_nt, ring_matvec
+from .ring import encode, ring_gram, ring_matmul_nt, ring_matvec
 
 __all__ = ["FlameParams", "run_flame", "NORM_FRAC", "DIST_FRAC", "COEF_FRAC", "max_sq_norm"]
 
@@ -196,11 +196,11 @@ def run_flame(
     del U
     if P.is_a:
         x = E[:, :d_tr] + mask_m[:, :d_tr]
-        gram_u = ring_matmul_nt(x, x) + corr["cross"]
+        gram_u = ring_gram(x) + corr["cross"]
         del x
     else:
         y = ring_matmul_nt(E[:, :d_tr], mask_m[:, :d_tr])
-        gram_u = y + y.T + ring_matmul_nt(mask_m[:, :d_tr], mask_m[:, :d_tr]) + corr["cross"]
+        gram_u = y + y.T + ring_gram(mask_m[:, :d_tr]) + corr["cross"]
     if v is not None:
         gg = np.uint64(int((g_tr.view(np.int64) @ g_tr.view(np.int64))) & ((1 << 64) - 1))
         gram_c = P.add_const(gram_u + v[:, None] + v[None, :], gg.view(np.int64))

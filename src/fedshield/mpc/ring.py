@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["U64", "encode", "decode", "signed", "ring_matmul_nt", "ring_matvec"]
+__all__ = ["U64", "encode", "decode", "signed", "ring_matmul_nt", "ring_gram", "ring_matvec"]
 
 U64 = np.uint64
 
@@ -42,6 +42,21 @@ def ring_matmul_nt(x: np.ndarray, y: np.ndarray, block: int = 65536) -> np.ndarr
     for s in range(0, d, block):
         out += xs[:, s : s + block] @ ys[:, s : s + block].T
     return out.view(np.uint64)
+
+
+def ring_gram(x: np.ndarray, row_blocks: int = 4) -> np.ndarray:
+    """x @ x.T mod 2^64, computing only the blocks on and above the diagonal (10 of 16 for 4 row blocks)."""
+    n = x.shape[0]
+    edges = np.linspace(0, n, min(row_blocks, n) + 1).astype(int)
+    out = np.empty((n, n), dtype=np.uint64)
+    for a in range(len(edges) - 1):
+        ra = slice(edges[a], edges[a + 1])
+        for b in range(a, len(edges) - 1):
+            rb = slice(edges[b], edges[b + 1])
+            blk = ring_matmul_nt(x[ra], x[rb])
+            out[ra, rb] = blk
+            out[rb, ra] = blk.T
+    return out
 
 
 def ring_matvec(a: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ class ServerPair:
         dealer_thread = dealer.start()
         header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params), "noise_seed": noise_seed}
         last_step = {"A": "sharing", "B": "sharing"}
-        t0 = time.perf_counter()
+        t0 = time.time()
         try:
             for role in ("A", "B"):
                 self.ch[role].send(header)
@@ -206,14 +206,13 @@ class ServerPair:
                 self.ch["B"].send({"t": "share"}, share)
         except ChannelError as exc:
             self._fail(f"{exc} (step 'sharing')")
-        sharing_s = time.perf_counter() - t0
         results = self._collect(last_step)
         dealer_thread.join(timeout=self.timeout)
         if dealer.error is not None:
             self._fail(f"the dealer failed: {dealer.error}")
         (stats_a, out_a, mask_a), (stats_b, out_b, _) = results["A"], results["B"]
         total = (out_a + out_b).view(np.int64).astype(np.float64) / float(2 ** (COEF_FRAC + params.frac_bits))
-        seconds = {"sharing": sharing_s, **stats_a["steps"]}
+        seconds = _step_seconds(t0, stats_a["marks"], stats_b["marks"])
         now = {"clients_to_A": self.ch["A"].bytes_sent, "clients_to_B": self.ch["B"].bytes_sent,
                "dealer_to_B": self.dealer_ch.bytes_sent}
         sent = {"A_to_B": int(stats_a["peer_bytes"]), "B_to_A": int(stats_b["peer_bytes"]),
@@ -227,7 +226,7 @@ class ServerPair:
         results: dict[str, list] = {"A": [None, None, None], "B": [None, None, None]}
         while pending:
             socks = {self.ch[r].sock: r for r in pending}
-            ready, _, _ = select.select(list(socks), [], [], self.timeout)
+            ready, _, _ = select.select(list(socks), [], [], self.timeout + 2.0)  # a server reports first
             if not ready:
                 names = ", ".join(f"server {r} (step {last_step[r]!r})" for r in sorted(pending))
                 self._fail(f"no answer within {self.timeout} s from {names}")
@@ -263,3 +262,14 @@ class ServerPair:
     def _fail(self, message: str) -> None:
         self.close()
         raise PrivateFlameError(f"private_flame: {message}")
+
+
+def _step_seconds(start: float, marks_a: list, marks_b: list) -> dict[str, float]:
+    """Wall seconds per step: a step ends when the later of the two servers enters the next one (the servers
+    synchronise on every exchange); "sharing" runs from the round's start until both begin "cosine"."""
+    later = {}
+    for name, t in [*marks_a, *marks_b]:
+        later[name] = max(later.get(name, t), t)
+    names = [name for name, _ in marks_a]
+    bounds = [("sharing", start)] + [(nm, later[nm]) for nm in names if nm != "sharing"]
+    return {bounds[k][0]: bounds[k + 1][1] - bounds[k][1] for k in range(len(bounds) - 1)}

@@ -1,0 +1,145 @@
+"""Private FLAME's servers under faults, and what a server receives: clear errors, no hang, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fedshield.defenses.private_flame import PrivateFLAME
+from fedshield.mpc.client import ShareError, encode_update, split_update
+from fedshield.mpc.flame_protocol import FlameParams
+from fedshield.mpc.session import PrivateFlameError, ServerPair
+from roundinput import make_input
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def updates(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=d) + 0.3 * rng.normal(size=(n, d))) * 0.01
+
+
+# ------------------------------------------------------------------------------------------- what B sees
+
+
+def test_shares_of_different_updates_are_indistinguishable_and_uniform():
+    """Done-when 2: B's shares of two different fixed updates have the same (uniform) distribution."""
+    d, trials = 64, 400
+    first = encode_update(np.zeros(d), 16, 0, d)
+    second = encode_update(np.linspace(-100, 100, d), 16, 1, d)
+    rng = np.random.default_rng(0)
+    seeds = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(2 * trials)]
+    s1 = np.concatenate([split_update(first, seeds[k]) for k in range(trials)])
+    s2 = np.concatenate([split_update(second, seeds[trials + k]) for k in range(trials)])
+    for s in (s1, s2):  # every byte uniform on 0..255
+        counts = np.bincount(s.view(np.uint8), minlength=256)
+        assert stats.chisquare(counts).pvalue > 1e-3
+    # same distribution: two-sample KS on the top 32 bits, and on every one of the 64 bit positions
+    assert stats.ks_2samp(s1 >> np.uint64(32), s2 >> np.uint64(32)).pvalue > 1e-3
+    bits1 = ((s1[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).mean(axis=0)
+    bits2 = ((s2[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).mean(axis=0)
+    tol = 5 * 0.5 / np.sqrt(s1.size)
+    assert np.abs(bits1 - 0.5).max() < tol and np.abs(bits2 - 0.5).max() < tol
+    # and a share differs from the encoded update everywhere the PRG says so: it is not the update
+    assert not np.array_equal(s2[:d], second)
+
+
+def test_client_refuses_nan_and_out_of_range():
+    with pytest.raises(ShareError, match="client 4: .*NaN"):
+        encode_update(np.array([1.0, np.nan]), 16, 4, 2)
+    with pytest.raises(ShareError, match="client 2: squared update norm"):
+        encode_update(np.full(4, 1e4), 16, 2, 4)
+    with pytest.raises(ShareError, match="client 1: squared norm of the local model"):
+        encode_update(np.zeros(4), 16, 1, 4, model_tr=np.full(4, 1e4))
+
+
+def test_out_of_range_update_names_the_client_id():
+    u = updates(6, 8)
+    u[3] *= 1e6
+    inp = make_input(u, client_ids=[10, 11, 12, 13, 14, 15])
+    with PrivateFLAME(search_steps=4, timeout_s=30) as private:
+        with pytest.raises(ValueError, match="client 13: squared"):
+            private.aggregate(inp)
+
+
+# ------------------------------------------------------------------------------------------- faults
+
+
+def test_wrong_length_share_is_named():
+    pair = ServerPair(timeout=30)
+    try:
+        u = updates(5, 12)
+        with pytest.raises(PrivateFlameError, match=r"server B, step 'sharing'.*client 2's share has 11 values"):
+            pair.run_round(u, np.zeros(12), 12, FlameParams(search_steps=4), seed=0,
+                           bad_share=(2, np.zeros(11, dtype=np.uint64)))
+        pids = list(pair.pids.values())
+    finally:
+        pair.close()
+    assert pids == [] or not any(pid_alive(p) for p in pids)
+
+
+def test_killed_server_gives_clear_error_within_timeout():
+    """Done-when 2: kill server B mid-round; the error names it and its step, well within the timeout."""
+    timeout = 30.0
+    u = updates(10, 150_000)
+    private = PrivateFLAME(search_steps=10, timeout_s=timeout, noise=False)
+    inp = make_input(u)
+    private.aggregate(inp)  # warm: both servers up
+    pids = dict(private.server_pair.pids)
+    killer = threading.Timer(0.5, lambda: os.kill(pids["B"], signal.SIGKILL))
+    killer.start()
+    t0 = time.monotonic()
+    with pytest.raises(PrivateFlameError, match=r"server B") as err:
+        private.aggregate(inp)
+    elapsed = time.monotonic() - t0
+    killer.join()
+    assert elapsed < timeout
+    assert "step" in str(err.value)
+    private.close()
+    assert not any(pid_alive(p) for p in pids.values())
+
+
+def test_silent_server_times_out():
+    u = updates(6, 32)
+    private = PrivateFLAME(search_steps=4, timeout_s=2.0)
+    inp = make_input(u)
+    private.aggregate(inp)
+    pids = dict(private.server_pair.pids)
+    os.kill(pids["B"], signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PrivateFlameError, match=r"(did not answer|no answer) within 2.0 s"):
+            private.aggregate(inp)
+    finally:
+        private.close()
+    assert time.monotonic() - t0 < 15
+    assert not any(pid_alive(p) for p in pids.values())
+
+
+def test_port_in_use_is_named():
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        private = PrivateFLAME(servers={"A": f"127.0.0.1:{port}", "B": "127.0.0.1:0"}, timeout_s=10)
+        with pytest.raises(PrivateFlameError, match=rf"server A did not start.*127.0.0.1:{port}.*in use"):
+            private.aggregate(make_input(updates(4, 8)))
+        assert private._pair is None or private._pair.procs == {}
+    finally:
+        blocker.close()
