@@ -56,6 +56,8 @@ class PrivateFLAME(Defense):
     timeout_s: seconds any step may stay silent before the round fails naming the server and step (default 300).
     servers: ``{"A": "host:port", "B": "host:port"}`` (default both ``127.0.0.1:0``, i.e. free loopback ports).
     launch: start the two servers here (default True); False: connect to servers already running there.
+    noise_entropy: ``"run"`` (default): each server's noise vector is seeded from the run's seed (reproducible
+        runs; the coordinator could recompute the noise); ``"os"``: from each server's own OS entropy.
     """
 
     name = "private_flame"
@@ -75,6 +77,7 @@ class PrivateFLAME(Defense):
         timeout_s: float = 300.0,
         servers: dict[str, str] | None = None,
         launch: bool = True,
+        noise_entropy: str = "run",
     ):
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(isinstance(clustering, bool) or clustering == "dbscan", "clustering", clustering,
@@ -97,6 +100,8 @@ class PrivateFLAME(Defense):
                     parse_address(addr)
                 except ValueError as exc:
                     raise ParameterError(f"servers.{role}={addr!r} is invalid; {exc}") from None
+        require(noise_entropy in ("run", "os"), "noise_entropy", noise_entropy, "allowed: 'run', 'os'")
+        self.noise_entropy = noise_entropy
         self.cluster_on = cluster_on
         self.clustering = bool(clustering)
         self.clipping = clipping
@@ -157,7 +162,8 @@ class PrivateFLAME(Defense):
         u = inp.updates.detach().cpu().to(torch.float64).numpy()[:, order]
         seed = int(torch.randint(0, 2**62, (1,), generator=inp.generator, device=inp.generator.device))
         try:
-            res = self.server_pair.run_round(u, g[train], d_tr, self.params, seed)
+            res = self.server_pair.run_round(u, g[train], d_tr, self.params, seed,
+                                             noise_from_os=self.noise_entropy == "os")
         except ValueError as exc:  # a client's update could not be shared: name the client id
             raise ValueError(_with_client_ids(str(exc), inp.client_ids)) from None
         update = np.empty(d)

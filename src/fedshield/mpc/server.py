@@ -130,7 +130,8 @@ class Server:
         party = Party(self.role, self.peer, corr)
         normal = None
         if prm.noise:
-            rng = np.random.default_rng([int(header["noise_seed"]), 1 if self.role == "A" else 2])
+            seed = header.get("noise_seed")  # None: this server's own OS entropy (nobody else can recompute it)
+            rng = np.random.default_rng(None if seed is None else [int(seed), 1 if self.role == "A" else 2])
             normal = rng.standard_normal(d_tr)
         res = run_flame(party, U, encode(g, prm.frac_bits), d_tr, prm, normal, self.notify)
         self.notify("done")

@@ -167,10 +167,13 @@ class ServerPair:
         params: FlameParams,
         seed: int,
         bad_share: tuple[int, np.ndarray] | None = None,
+        noise_from_os: bool = False,
     ) -> RoundResult:
         """One Private FLAME round. ``updates`` (n, d) float, trainable columns first; ``global_tr`` (d_tr,).
 
-        ``seed`` makes every random draw of the round reproducible (client seeds, dealer seeds, noise seeds).
+        ``seed`` makes every random draw of the round reproducible (client seeds, dealer seeds, noise seeds);
+        with ``noise_from_os`` each server seeds its noise from its own OS entropy instead, so that nobody (not
+        even this coordinator) can recompute the noise, at the price of run-to-run reproducibility.
         ``bad_share`` (client index, array) replaces one share sent to B (fault-injection for tests only).
         """
         self.start()
@@ -189,7 +192,7 @@ class ServerPair:
                         "dealer_to_B": self.dealer_ch.bytes_sent}
         dealer = Dealer(seed_a.tobytes(), seed_b.tobytes(), self.dealer_ch)
         dealer_thread = dealer.start()
-        header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params), "noise_seed": noise_seed}
+        header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params), "noise_seed": None if noise_from_os else noise_seed}
         last_step = {"A": "sharing", "B": "sharing"}
         t0 = time.time()
         try:
