@@ -157,12 +157,12 @@ def test_pickles_without_processes():
 
 def test_same_seed_same_model_unless_noise_from_os():
     rng = np.random.default_rng(2)
-    inp = make_input(synthetic_round(rng, 6, 2, 300), seed=4)
+    u = synthetic_round(rng, 6, 2, 300)
     with PrivateFLAME(search_steps=6, lam=0.01, timeout_s=60) as private:
-        first = private.aggregate(inp).global_params
-        second = private.aggregate(inp).global_params
+        first = private.aggregate(make_input(u, seed=4)).global_params
+        second = private.aggregate(make_input(u, seed=4)).global_params
         private.noise_entropy = "os"
-        third = private.aggregate(inp).global_params
+        third = private.aggregate(make_input(u, seed=4)).global_params
     assert torch.equal(first, second)  # every stream keyed by the round's generator
     assert not torch.equal(first, third)  # each server drew its own noise from OS entropy
     with pytest.raises(ParameterError, match="noise_entropy"):
