@@ -117,3 +117,11 @@ def test_transport_rejects_bad_addresses_and_reports_closed_peer():
     a.close()
     with pytest.raises(ChannelError, match="server A closed the connection"):
         b.recv("y")
+
+
+def test_ring_gram_parts_add_up():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 2**64 - 1, (9, 30), dtype=np.uint64, endpoint=True)
+    parts = [ring_gram(x, part=(k, 3)) for k in range(3)]
+    assert np.array_equal(parts[0] + parts[1] + parts[2], ring_matmul_nt(x, x))
+    assert all(np.count_nonzero(p) < x.shape[0] ** 2 for p in parts)

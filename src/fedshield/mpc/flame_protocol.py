@@ -6,7 +6,8 @@ and the public encoded global model G (trainable part). Output: each server's sh
 Σ_i a_i u_i + noise (scale 2^(32+f)), and the admitted mask if it is to be revealed. Everything in between
 stays secret-shared. Per step (names as in the benchmark):
 
-* ``cosine``: one Gram matrix U Uᵀ from a dealer matrix triple (open E = U − M once, n·d words each way);
+* ``cosine``: one Gram matrix U Uᵀ from a dealer matrix triple (open E = U − M once, n·d words each way; each
+  server then computes 1.5 symmetric ring products of n × d matrices);
   <W_i, W_j> follows by public linear terms in G. Each Gram row is normalised by a secret power of four found
   with comparisons, then cos_ij = g_ij ρ_i ρ_j with ρ = 1/√g_ii by Newton's iteration (Alg. 1 line 6, Eq. 2).
 * ``clustering``: DBSCAN with min_pts = n//2 + 1 and the binary search for eps of the paper's §8 / App. G,
@@ -30,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from .party import Party
-from .ring import encode, ring_gram, ring_matmul_nt, ring_matvec
+from .ring import encode, ring_gram, ring_matvec
 
 __all__ = ["FlameParams", "run_flame", "NORM_FRAC", "DIST_FRAC", "COEF_FRAC", "max_sq_norm"]
 
@@ -194,13 +195,11 @@ def run_flame(
     U -= mask_m
     E = P.open(U, "gram_e")  # U − M, public; hides U because M is uniform
     del U
-    if P.is_a:
-        x = E[:, :d_tr] + mask_m[:, :d_tr]
-        gram_u = ring_gram(x) + corr["cross"]
-        del x
-    else:
-        y = ring_matmul_nt(E[:, :d_tr], mask_m[:, :d_tr])
-        gram_u = y + y.T + ring_gram(mask_m[:, :d_tr]) + corr["cross"]
+    # Gram = E Eᵀ + E Mᵀ + M Eᵀ + M Mᵀ with M = M_A + M_B; server p holds (E + M_p)(E + M_p)ᵀ minus its half of
+    # the public E Eᵀ, plus the dealer's share of the cross term M_A M_Bᵀ + M_B M_Aᵀ: 1.5 symmetric products each.
+    x = E[:, :d_tr] + mask_m[:, :d_tr]
+    gram_u = ring_gram(x) - ring_gram(E[:, :d_tr], part=(0 if P.is_a else 1, 2)) + corr["cross"]
+    del x
     if v is not None:
         gg = np.uint64(int((g_tr.view(np.int64) @ g_tr.view(np.int64))) & ((1 << 64) - 1))
         gram_c = P.add_const(gram_u + v[:, None] + v[None, :], gg.view(np.int64))

@@ -44,14 +44,23 @@ def ring_matmul_nt(x: np.ndarray, y: np.ndarray, block: int = 65536) -> np.ndarr
     return out.view(np.uint64)
 
 
-def ring_gram(x: np.ndarray, row_blocks: int = 4) -> np.ndarray:
-    """x @ x.T mod 2^64, computing only the blocks on and above the diagonal (10 of 16 for 4 row blocks)."""
+def ring_gram(x: np.ndarray, row_blocks: int = 4, part: tuple[int, int] | None = None) -> np.ndarray:
+    """x @ x.T mod 2^64, computing only the blocks on and above the diagonal (10 of 16 for 4 row blocks).
+
+    With ``part=(k, parts)`` only every ``parts``-th of those blocks, starting at the k-th, is computed and the
+    rest of the result is zero: the partial results of k = 0 .. parts-1 add up to x @ x.T.
+    """
     n = x.shape[0]
     edges = np.linspace(0, n, min(row_blocks, n) + 1).astype(int)
-    out = np.empty((n, n), dtype=np.uint64)
+    out = np.zeros((n, n), dtype=np.uint64)
+    index = 0
     for a in range(len(edges) - 1):
         ra = slice(edges[a], edges[a + 1])
         for b in range(a, len(edges) - 1):
+            mine = part is None or index % part[1] == part[0]
+            index += 1
+            if not mine:
+                continue
             rb = slice(edges[b], edges[b + 1])
             blk = ring_matmul_nt(x[ra], x[rb])
             out[ra, rb] = blk
