@@ -14,7 +14,6 @@ from fedshield.defenses import ParameterError, build_defense
 from fedshield.defenses.flame import FLAME, cosine_distances, dbscan_binary_search, largest_cluster
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.models import LayoutEntry, ParamLayout
-from fedshield.mpc.flame_protocol import FlameParams
 from roundinput import make_input
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

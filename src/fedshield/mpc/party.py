@@ -29,6 +29,12 @@ _LOW63 = np.uint64((1 << 63) - 1)
 _ALL = np.uint64((1 << 64) - 1)
 
 
+def _ring(value) -> np.ndarray:
+    """A public integer (or integer array, signed or not) as ring elements."""
+    v = np.asarray(value)
+    return v if v.dtype == np.uint64 else v.astype(np.int64).view(np.uint64)
+
+
 class CorrelationSource(Protocol):
     def prefetch(self, kind: str, **params: int | list[int]) -> None: ...
 
@@ -94,19 +100,15 @@ class Party:
 
     # ------------------------------------------------------------------------------------------ basics
 
-    def const(self, value: np.ndarray | int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    def const(self, value, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """Shares of a public constant (A holds it, B holds zero)."""
-        v = np.asarray(value).astype(np.int64).view(np.uint64) if np.asarray(value).dtype != np.uint64 else value
-        v = np.broadcast_to(v, shape if shape is not None else np.shape(v))
-        return np.array(v, dtype=np.uint64) if self.is_a else np.zeros(np.shape(v), dtype=np.uint64)
+        v = _ring(value)
+        v = np.broadcast_to(v, shape if shape is not None else v.shape)
+        return np.array(v) if self.is_a else np.zeros(v.shape, dtype=np.uint64)
 
     def add_const(self, x: np.ndarray, value) -> np.ndarray:
         """x + public value (A adds it)."""
-        if not self.is_a:
-            return x.copy()
-        v = np.asarray(value)
-        v = v.astype(np.int64).view(np.uint64) if v.dtype != np.uint64 else v
-        return x + v
+        return x + _ring(value) if self.is_a else x.copy()
 
     def open(self, x: np.ndarray, tag: str = "open") -> np.ndarray:
         """Reveal x to both servers."""
@@ -193,13 +195,6 @@ class Party:
         if self.is_a:
             top = top ^ (c >> np.uint64(63))
         return self._b2a(top, t).reshape(shape)
-
-    def ltz(self, x: np.ndarray) -> np.ndarray:
-        return self.msb(x)
-
-    def geq(self, x: np.ndarray, y) -> np.ndarray:
-        """[x >= y] (y shared array or public via ``add_const``), as 1 - msb(x - y)."""
-        return self.add_const(-self.msb(x - y), 1)
 
     def trunc(self, x: np.ndarray, m: int) -> np.ndarray:
         """floor(x / 2^m) or one more, for |x| < 2^62 (signed)."""

@@ -15,7 +15,7 @@ import select
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -76,8 +76,6 @@ class ServerPair:
         return {r: p.pid for r, p in self.procs.items()}
 
     def _spawn(self, role: str, listen: str, peer: str | None) -> str:
-        import tempfile
-
         cmd = [sys.executable, "-m", "fedshield.mpc.server", "--role", role, "--listen", listen,
                "--timeout", str(self.timeout), "--wait", str(self.startup_timeout)]
         if peer:
