@@ -143,3 +143,29 @@ def test_port_in_use_is_named():
         assert private._pair is None or private._pair.procs == {}
     finally:
         blocker.close()
+
+
+def test_servers_started_by_hand_as_on_two_machines():
+    """The two-machine recipe on loopback: start A and B by hand, connect with launch=False, shut them down."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "fedshield.mpc.server", "--timeout", "30", "--wait", "30"]
+    a = subprocess.Popen(cmd + ["--role", "A", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, env=env)
+    b = None
+    try:
+        port_a = int(a.stdout.readline().split()[1])
+        b = subprocess.Popen(cmd + ["--role", "B", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port_a}"],
+                             stdout=subprocess.PIPE, env=env)
+        port_b = int(b.stdout.readline().split()[1])
+        servers = {"A": f"127.0.0.1:{port_a}", "B": f"127.0.0.1:{port_b}"}
+        with PrivateFLAME(launch=False, servers=servers, search_steps=6, timeout_s=30) as private:
+            agg = private.aggregate(make_input(updates(6, 40)))
+            assert agg.accepted.sum() >= 4
+        assert a.wait(timeout=10) == 0 and b.wait(timeout=10) == 0  # closed by the coordinator's shutdown
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
