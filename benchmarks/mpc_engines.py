@@ -2,6 +2,8 @@
 
 Kernel 1: a secret-shared Gram matrix U Uᵀ of an (n × d) matrix (fixed point, then one truncation).
 Kernel 2: a batch of secure comparisons x < 0.
+Kernel 0 (local, inside ours): the exact ring product x @ yᵀ mod 2^64 of two (n × d) uint64 matrices, by numpy's
+wrapping int64 matmul and by 22/21/21-bit limbs in float64 BLAS (the one fedshield.mpc uses).
 
 cicada-mpc (pure Python/numpy additive sharing over a prime field, object arrays) has no matrix product, so its
 Gram is n batched elementwise products of row i against all rows, summed locally per row. fedshield.mpc uses a
@@ -24,7 +26,7 @@ import numpy as np
 
 from fedshield.mpc.dealer import Dealer
 from fedshield.mpc.party import DealerLink, Party, SeededSource
-from fedshield.mpc.ring import encode, ring_gram, ring_matmul_nt
+from fedshield.mpc.ring import encode, ring_gram, ring_matmul_nt, ring_matmul_nt_int64
 from fedshield.mpc.transport import Channel
 
 
@@ -119,6 +121,17 @@ def main() -> None:
     ap.add_argument("--cmp", type=int, default=10_000)
     args = ap.parse_args()
     print(f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    rng = np.random.default_rng(0)
+    for size in args.sizes:
+        n, d = (int(v) for v in size.split("x"))
+        x = rng.integers(0, 2**64 - 1, (n, d), dtype=np.uint64, endpoint=True)
+        cpu = {}
+        for name, fn in (("int64 matmul", ring_matmul_nt_int64), ("float64 limbs", ring_matmul_nt)):
+            t = time.process_time()
+            fn(x, x)
+            cpu[name] = time.process_time() - t
+        print(f"ring product {n}x{d} (CPU s): int64 matmul {cpu['int64 matmul']:.3g}, float64 limbs "
+              f"{cpu['float64 limbs']:.3g} ({cpu['int64 matmul'] / cpu['float64 limbs']:.1f}x)", flush=True)
     print("engine | n | d | gram_s | cmp_s (batch) | max abs error of the Gram | ratio cicada/ours (gram, cmp)")
     for size in args.sizes:
         n, d = (int(v) for v in size.split("x"))

@@ -13,7 +13,7 @@ from fedshield.mpc.dealer import Dealer
 from fedshield.mpc.flame_protocol import rsqrt, true_median
 from fedshield.mpc.party import DealerLink, Party, SeededSource
 from fedshield.mpc.prg import PRG
-from fedshield.mpc.ring import decode, encode, ring_gram, ring_matmul_nt
+from fedshield.mpc.ring import decode, encode, ring_gram, ring_matmul_nt, ring_matmul_nt_int64
 from fedshield.mpc.transport import Channel, ChannelError, parse_address
 
 
@@ -53,7 +53,11 @@ def test_ring_products_wrap_mod_2_64():
     x = rng.integers(0, 2**64 - 1, (5, 40), dtype=np.uint64, endpoint=True)
     y = rng.integers(0, 2**64 - 1, (3, 40), dtype=np.uint64, endpoint=True)
     exact = [[sum(int(a) * int(b) for a, b in zip(xr, yr)) % 2**64 for yr in y] for xr in x]
-    assert ring_matmul_nt(x, y, block=7).tolist() == exact
+    assert ring_matmul_nt(x, y).tolist() == exact
+    assert ring_matmul_nt_int64(x, y, block=7).tolist() == exact
+    big = rng.integers(0, 2**64 - 1, (4, 1300), dtype=np.uint64, endpoint=True)  # several chunks, all-ones limbs
+    big[0] = np.uint64(2**64 - 1)
+    assert np.array_equal(ring_matmul_nt(big, big), ring_matmul_nt_int64(big, big))
     gram = [[sum(int(a) * int(b) for a, b in zip(xr, xs)) % 2**64 for xs in x] for xr in x]
     assert ring_gram(x, row_blocks=2).tolist() == gram
 

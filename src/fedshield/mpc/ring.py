@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["U64", "encode", "decode", "signed", "ring_matmul_nt", "ring_gram", "ring_matvec"]
+__all__ = ["U64", "encode", "decode", "signed", "ring_matmul_nt", "ring_matmul_nt_int64", "ring_gram", "ring_matvec"]
 
 U64 = np.uint64
 
@@ -30,18 +30,43 @@ def decode(x: np.ndarray, frac_bits: int) -> np.ndarray:
     return signed(x).astype(np.float64) / float(2**frac_bits)
 
 
-def ring_matmul_nt(x: np.ndarray, y: np.ndarray, block: int = 65536) -> np.ndarray:
-    """x @ y.T mod 2^64 for (n, d) and (m, d) uint64 matrices, exactly.
-
-    numpy's int64 matmul wraps mod 2^64 and, measured on this project's machines, is as fast as splitting into
-    16-bit limbs for float64 BLAS (benchmarks/mpc_engines.py); ``block`` columns at a time keep temporaries small.
-    """
+def ring_matmul_nt_int64(x: np.ndarray, y: np.ndarray, block: int = 65536) -> np.ndarray:
+    """x @ y.T mod 2^64 by numpy's int64 matmul (which wraps); the plain reference, no BLAS."""
     n, d = x.shape
     out = np.zeros((n, y.shape[0]), dtype=np.int64)
     xs, ys = x.view(np.int64), y.view(np.int64)
     for s in range(0, d, block):
         out += xs[:, s : s + block] @ ys[:, s : s + block].T
     return out.view(np.uint64)
+
+
+_LIMB_SHIFTS = (0, 22, 43)  # limbs of 22, 21 and 21 bits
+_LIMB_MASKS = (np.uint64((1 << 22) - 1), np.uint64((1 << 21) - 1), np.uint64((1 << 21) - 1))
+_CHUNK = 512  # columns per chunk: every partial sum below stays < 2^53, so float64 is exact
+
+
+def _limbs(x: np.ndarray) -> list[np.ndarray]:
+    return [((x >> np.uint64(s)) & m).astype(np.float64) for s, m in zip(_LIMB_SHIFTS, _LIMB_MASKS)]
+
+
+def ring_matmul_nt(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x @ y.T mod 2^64 for (n, d) and (m, d) uint64 matrices, exactly, with float64 BLAS.
+
+    Each 64-bit entry is split into limbs of 22, 21 and 21 bits; only the limb pairs whose shift is < 64 are
+    needed (shifts 0, 22, 43, 44: six GEMMs per chunk). A limb product is < 2^43 and a chunk sums at most
+    2 · 512 of them, < 2^53, so every float64 GEMM result is an exact integer; the shifted sums are then added
+    in uint64, which wraps mod 2^64. Measured 2.3x faster than numpy's int64 matmul (benchmarks/mpc_engines.py).
+    """
+    n, d = x.shape
+    out = np.zeros((n, y.shape[0]), dtype=np.uint64)
+    for s in range(0, d, _CHUNK):
+        x0, x1, x2 = _limbs(x[:, s : s + _CHUNK])
+        y0, y1, y2 = _limbs(y[:, s : s + _CHUNK])
+        out += (x0 @ y0.T).astype(np.uint64)
+        out += (x0 @ y1.T + x1 @ y0.T).astype(np.uint64) << np.uint64(22)
+        out += (x0 @ y2.T + x2 @ y0.T).astype(np.uint64) << np.uint64(43)
+        out += (x1 @ y1.T).astype(np.uint64) << np.uint64(44)
+    return out
 
 
 def ring_gram(x: np.ndarray, row_blocks: int = 4, part: tuple[int, int] | None = None) -> np.ndarray:
