@@ -195,8 +195,8 @@ def run_flame(
     U -= mask_m
     E = P.open(U, "gram_e")  # U − M, public; hides U because M is uniform
     del U
-    # Gram = E Eᵀ + E Mᵀ + M Eᵀ + M Mᵀ with M = M_A + M_B; server p holds (E + M_p)(E + M_p)ᵀ minus its half of
-    # the public E Eᵀ, plus the dealer's share of the cross term M_A M_Bᵀ + M_B M_Aᵀ: 1.5 symmetric products each.
+    # Gram = E Eᵀ + E Mᵀ + M Eᵀ + M Mᵀ with M = M_A + M_B; server p holds (E + M_p)(E + M_p)ᵀ minus its half (by
+    # column chunks) of the public E Eᵀ, plus the dealer's share of the cross term M_A M_Bᵀ + M_B M_Aᵀ.
     x = E[:, :d_tr] + mask_m[:, :d_tr]
     gram_u = ring_gram(x) - ring_gram(E[:, :d_tr], part=(0 if P.is_a else 1, 2)) + corr["cross"]
     del x

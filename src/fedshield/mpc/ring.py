@@ -69,27 +69,24 @@ def ring_matmul_nt(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def ring_gram(x: np.ndarray, row_blocks: int = 4, part: tuple[int, int] | None = None) -> np.ndarray:
-    """x @ x.T mod 2^64, computing only the blocks on and above the diagonal (10 of 16 for 4 row blocks).
+def ring_gram(x: np.ndarray, part: tuple[int, int] | None = None) -> np.ndarray:
+    """x @ x.T mod 2^64, exactly: per 512-column chunk four float64 GEMMs (the cross-limb products P + Pᵀ
+    need one GEMM each, as in :func:`ring_matmul_nt`).
 
-    With ``part=(k, parts)`` only every ``parts``-th of those blocks, starting at the k-th, is computed and the
-    rest of the result is zero: the partial results of k = 0 .. parts-1 add up to x @ x.T.
+    With ``part=(k, parts)`` only the chunks whose index is k mod ``parts`` are summed: the partial results for
+    k = 0 .. parts-1 add up to x @ x.T (two servers split a public Gram matrix this way).
     """
-    n = x.shape[0]
-    edges = np.linspace(0, n, min(row_blocks, n) + 1).astype(int)
+    n, d = x.shape
     out = np.zeros((n, n), dtype=np.uint64)
-    index = 0
-    for a in range(len(edges) - 1):
-        ra = slice(edges[a], edges[a + 1])
-        for b in range(a, len(edges) - 1):
-            mine = part is None or index % part[1] == part[0]
-            index += 1
-            if not mine:
-                continue
-            rb = slice(edges[b], edges[b + 1])
-            blk = ring_matmul_nt(x[ra], x[rb])
-            out[ra, rb] = blk
-            out[rb, ra] = blk.T
+    for index, s in enumerate(range(0, d, _CHUNK)):
+        if part is not None and index % part[1] != part[0]:
+            continue
+        x0, x1, x2 = _limbs(x[:, s : s + _CHUNK])
+        p1, p2 = x0 @ x1.T, x0 @ x2.T
+        out += (x0 @ x0.T).astype(np.uint64)
+        out += (p1 + p1.T).astype(np.uint64) << np.uint64(22)
+        out += (p2 + p2.T).astype(np.uint64) << np.uint64(43)
+        out += (x1 @ x1.T).astype(np.uint64) << np.uint64(44)
     return out
 
 
