@@ -105,8 +105,8 @@ def cosine_distances(P: Party, gram: np.ndarray) -> tuple[np.ndarray, tuple[np.n
     h = pow4_onehot(P, np.diagonal(gram).copy())
     pw = by_bucket(h, [2 ** (30 - m) for m in range(MAX_POW4 + 1)])
     q = P.mul(pw[:, None], pw[None, :])  # 2^(60 − m_i − m_j)
-    g40 = P.trunc(P.mul(gram, q), 20)  # g_ij = Gram_ij / 2^(2 m_i + 2 m_j) ... in [-4, 4), 40 bits
-    y = P.trunc(np.diagonal(g40).copy(), 40 - NORM_FRAC)  # ‖x_i‖² / 4^m_i in [1, 4)
+    g40 = P.trunc(P.mul(gram, q), 20)  # g_ij = Gram_ij / 2^(m_i + m_j) (raw Gram) in [-4, 4), 40 bits
+    y = P.trunc(np.diagonal(g40).copy(), 40 - NORM_FRAC)  # g_ii = raw ‖x_i‖² / 4^m_i in [1, 4)
     rho = rsqrt(P, y)
     rr = P.mul_trunc(rho[:, None], rho[None, :], NORM_FRAC)
     cos = P.mul_trunc(P.trunc(g40, 40 - DIST_FRAC), rr, NORM_FRAC)
