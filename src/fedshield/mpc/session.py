@@ -132,7 +132,7 @@ class ServerPair:
                 ch.send({"t": "shutdown"})
             except (ChannelError, OSError):
                 pass
-        for ch in [*self.ch.values(), *( [self.dealer_ch] if self.dealer_ch else [])]:
+        for ch in [*self.ch.values(), *([self.dealer_ch] if self.dealer_ch else [])]:
             ch.close()
         self.ch, self.dealer_ch = {}, None
         for role, proc in list(self.procs.items()):
