@@ -169,3 +169,36 @@ def test_servers_started_by_hand_as_on_two_machines():
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_what_each_server_receives_in_a_real_round(monkeypatch):
+    """Record every frame the coordinator sends in two real rounds with two different fixed updates: A gets only
+    seeds and public values; B's shares of the two updates are uniform and identically distributed."""
+    from fedshield.mpc import transport
+
+    sent: list[tuple[str, str, np.ndarray | None]] = []
+    original = transport.Channel.send
+
+    def recording_send(self, header, array=None):
+        sent.append((self.peer, header.get("t"), None if array is None else np.array(array, copy=True)))
+        return original(self, header, array)
+
+    monkeypatch.setattr(transport.Channel, "send", recording_send)
+    n, d = 8, 1024
+    fixed = [np.full((n, d), 0.01), np.tile(np.linspace(-0.05, 0.05, d), (n, 1))]
+    shares_b = []
+    with ServerPair(timeout=30) as pair:
+        for k, u in enumerate(fixed):
+            start = len(sent)
+            pair.run_round(u, np.zeros(d), d, FlameParams(search_steps=4, noise=False), seed=k)
+            frames = sent[start:]
+            to_a = [(t, a) for peer, t, a in frames if peer == "server A"]
+            assert {t for t, _ in to_a} == {"round", "g", "dealer_seed", "seeds"}
+            assert all(a is None or a.size <= max(n * 32, d) for _, a in to_a)  # seeds and G only, no n·d share
+            shares = [a for peer, t, a in frames if peer == "server B" and t == "share"]
+            assert len(shares) == n and all(a.shape == (d,) for a in shares)
+            shares_b.append(np.concatenate(shares))
+    s1, s2 = shares_b
+    for s in (s1, s2):
+        assert stats.chisquare(np.bincount(s.view(np.uint8), minlength=256)).pvalue > 1e-3
+    assert stats.ks_2samp(s1 >> np.uint64(11), s2 >> np.uint64(11)).pvalue > 1e-3
