@@ -85,8 +85,9 @@ def test_lookup_order_root_env_system_cache(tmp_path: Path, monkeypatch: pytest.
     assert first_label(load_dataset("fashion_mnist", download=False)) == 3
     write_mnist_like(tmp_path / "root", tag=4)
     assert first_label(load_dataset("fashion_mnist", root=tmp_path / "root", download=False)) == 4
-    found = locate_dataset("fashion_mnist", root=tmp_path / "nowhere", download=False)
-    assert found == tmp_path / "env" / "fashion-mnist"
+    with pytest.raises(DataNotFoundError, match="nowhere"):  # an explicit root never falls back to $FEDSHIELD_DATA
+        locate_dataset("fashion_mnist", root=tmp_path / "nowhere", download=False)
+    assert locate_dataset("fashion_mnist", download=False) == tmp_path / "env" / "fashion-mnist"
 
 
 def test_values_scaled_and_cached(tmp_path: Path) -> None:
@@ -106,11 +107,13 @@ def test_not_found_message(tmp_path: Path) -> None:
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataNotFoundError) as err:
         load_dataset("fashion_mnist", root=tmp_path / "missing", download=False)
+    assert str(tmp_path / "missing") in str(err.value) and "does not exist" in str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset("fashion_mnist", download=False)
     msg = str(err.value)
     for expected in (
         "Fashion-MNIST not found",
-        "root argument",
-        str(tmp_path / "missing"),
         "$FEDSHIELD_DATA: not set",
         str(tmp_path / "system" / "fashion-mnist"),
         "missing t10k-labels-idx1-ubyte[.gz]",

@@ -22,17 +22,8 @@ SCALE = 20.0
 
 
 def _model_replacement():
-    """Run config and node configs for a scaling attacker on partition 2: the attack registry's
-    ``model_replacement`` when it exists, else the ClientApp's ``attack-scale`` stand-in on a pixel attacker."""
-    try:
-        from fedshield.attacks import available_attacks
-
-        registered = "model_replacement" in available_attacks()
-    except ImportError:
-        registered = False
-    if registered:
-        return {"fedshield-set": f"attack.name=model_replacement;attack.params.factor={SCALE}"}, {}
-    return {"fedshield-set": "attack.name=pixel"}, {"attack-scale": SCALE}
+    """Run config and node configs for a scaling attacker on partition 2 (the ``model_replacement`` attack)."""
+    return {"fedshield-set": f"attack.name=model_replacement;attack.params.factor={SCALE}"}, {}
 
 
 def _events(path):
@@ -71,9 +62,7 @@ def test_deployment_flame_rejects_model_replacement(tmp_path):
 
 @pytest.mark.skipif(os.environ.get("FEDSHIELD_FLOWER_SIM") != "1", reason="Ray simulation (~45 s, ~2 GB): set FEDSHIELD_FLOWER_SIM=1")
 def test_simulation_engine_three_rounds(tmp_path):
-    run_cfg, attacker_node_cfg = _model_replacement()
-    if attacker_node_cfg:  # the simulation engine has no per-node config: use the run-config fallback
-        run_cfg = {**run_cfg, "attack-scale": SCALE}
+    run_cfg, _ = _model_replacement()
     log = tmp_path / "rounds.jsonl"
     try:
         proc = run_simulation(APP, tmp_path, {"num-server-rounds": 3, "log-file": str(log), **run_cfg}, timeout=400)

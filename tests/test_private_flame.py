@@ -14,6 +14,7 @@ from fedshield.defenses import ParameterError, build_defense
 from fedshield.defenses.flame import FLAME, cosine_distances, dbscan_binary_search, largest_cluster
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.models import LayoutEntry, ParamLayout
+from fedshield.sim.checkpoint import defense_state, load_model_file, restore_defense_state, save_model_file
 from roundinput import make_input
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -152,6 +153,25 @@ def test_pickles_without_processes():
         clone = pickle.loads(pickle.dumps(private))
         assert clone._pair is None and clone.lam == private.lam
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_checkpoint_holds_parameters_and_resume_restarts_the_servers(tmp_path):
+    """The checkpoint stores the defense as plain data (weights_only); a resumed defense starts new servers and
+    gives the round the running one gives."""
+    u = synthetic_round(np.random.default_rng(3), 6, 2, 16)
+    with PrivateFLAME(search_steps=6, lam=0.01, cluster_on="updates", timeout_s=60) as private:
+        private.aggregate(make_input(u, seed=1))
+        state = defense_state(private)
+        save_model_file({"global_params": torch.zeros(16), "defense_state": state}, tmp_path / "ckpt.pt")
+        expected = private.aggregate(make_input(u, seed=2))
+    assert "_pair" not in state and state["lam"] == 0.01 and state["cluster_on"] == "updates"
+    with PrivateFLAME(search_steps=6, timeout_s=60) as resumed:
+        restore_defense_state(resumed, load_model_file(tmp_path / "ckpt.pt")["defense_state"], tmp_path / "ckpt.pt")
+        assert resumed.lam == 0.01 and resumed.cluster_on == "updates" and resumed._pair is None
+        again = resumed.aggregate(make_input(u, seed=2))
+        assert resumed._pair is not None
+    assert torch.equal(again.global_params, expected.global_params)
+    assert torch.equal(again.accepted, expected.accepted) and not bool(again.accepted[:2].any())
 
 
 def test_same_seed_same_model_unless_noise_from_os():

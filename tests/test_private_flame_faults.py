@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
+from fedshield.defenses.flame import FLAME
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.mpc.client import ShareError, encode_update, split_update
 from fedshield.mpc.flame_protocol import FlameParams
@@ -68,13 +70,30 @@ def test_client_refuses_nan_and_out_of_range():
         encode_update(np.zeros(4), 16, 1, 4, model_tr=np.full(4, 1e4))
 
 
-def test_out_of_range_update_names_the_client_id():
+def test_out_of_range_update_is_not_shared_and_the_round_runs_without_it():
+    """The client whose update fixed point cannot hold does not send it: the result is the round of the other
+    five (same admitted set and model as the plaintext twin on them), and the metrics name client 13."""
     u = updates(6, 8)
     u[3] *= 1e6
     inp = make_input(u, client_ids=[10, 11, 12, 13, 14, 15])
+    rest = make_input(np.delete(u, 3, axis=0), client_ids=[10, 11, 12, 14, 15])
+    with PrivateFLAME(search_steps=4, noise=False, timeout_s=30) as private:
+        got = private.aggregate(inp)
+    twin = FLAME(clustering="dbscan", noise=False, search_steps=4).aggregate(rest)
+    assert got.accepted.tolist() == np.insert(twin.accepted.numpy(), 3, False).tolist()
+    assert (got.global_params.double() - twin.global_params.double()).abs().max().item() < 2.0 ** -15
+    assert got.info["unshared"] == 1.0 and "client 13: squared update norm" in got.info["unshared_reason"]
+
+
+def test_round_where_no_update_can_be_shared_is_refused():
+    u = updates(4, 8) * 1e6
+    g = torch.full((8,), 0.5)
     with PrivateFLAME(search_steps=4, timeout_s=30) as private:
-        with pytest.raises(ValueError, match="client 13: squared"):
-            private.aggregate(inp)
+        got = private.aggregate(make_input(u, g=g, client_ids=[5, 6, 7, 8]))
+        assert private._pair is None  # no server was started for an empty round
+    assert torch.equal(got.global_params, g) and not bool(got.accepted.any())
+    assert got.info["refused"] == 1.0 and got.info["unshared"] == 4.0
+    assert "no client's update can be shared" in got.info["refused_reason"] and "client 8:" in got.info["refused_reason"]
 
 
 # ------------------------------------------------------------------------------------------- faults

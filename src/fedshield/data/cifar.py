@@ -1,4 +1,4 @@
-"""CIFAR-10 "python version" batches (DESIGN.md, ``data/``).
+"""CIFAR-10 "python version" batches (docs/architecture.md, ``data/``).
 
 The official archive unpacks to a folder ``cifar-10-batches-py`` with pickles ``data_batch_1`` ..
 ``data_batch_5`` (10 000 images each) and ``test_batch``. Each pickle is a dict with ``b"data"``, an
@@ -83,8 +83,10 @@ def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor]:
     try:
         with path.open("rb") as fh:
             batch = _ArrayUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataFileError(f"{path}: not a readable CIFAR-10 batch pickle ({exc})") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError, OverflowError) as exc:
+        raise DataFileError(f"{path}: not a readable CIFAR-10 batch pickle ({type(exc).__name__}: {exc})") from exc
+    except MemoryError:  # a corrupt length field asking for an impossible allocation
+        raise DataFileError(f"{path}: not a readable CIFAR-10 batch pickle (a length field is corrupt)") from None
     if not isinstance(batch, dict):
         raise DataFileError(f"{path}: CIFAR-10 batch must be a dict, got {type(batch).__name__}")
     missing = [k for k in (b"data", b"labels") if k not in batch]

@@ -8,7 +8,8 @@ clustering — DBSCAN with min_pts = n//2 + 1 at a binary-searched radius, the p
 (:func:`fedshield.defenses.flame.dbscan_binary_search` is the same rule in the clear) — the norms and their
 median S_t (lines 8–9), clipping (line 10), the mean of the admitted clipped updates (line 11) and the Gaussian
 noise σ = λ·S_t (lines 12–13), and reveal only the new global model (and, with ``reveal_admitted``, the mask).
-The protocol, its fixed-point error and what leaks are described in docs/private_flame.md.
+The protocol, its fixed-point error and what leaks are described in docs/private_flame.md (summary:
+docs/defenses.md, FLAME.9).
 
 This process plays the clients and the trusted dealer; the servers are separate OS processes reached over TCP
 (loopback by default, any host:port with ``servers``), started on first use, reused across rounds and stopped
@@ -17,12 +18,13 @@ by PID on :meth:`PrivateFLAME.close`, at exit, or after any failure.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.numeric import is_bool, is_finite_number, is_int
+from ..mpc.client import share_problem
 from ..mpc.flame_protocol import FlameParams
 from ..mpc.session import PrivateFlameError, ServerPair
 from ..mpc.transport import parse_address
@@ -30,10 +32,6 @@ from .base import Aggregate, Defense, ParameterError, RoundInput, require
 from .registry import register
 
 __all__ = ["PrivateFLAME", "PrivateFlameError"]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @register
@@ -49,7 +47,9 @@ class PrivateFLAME(Defense):
     search_steps: binary-search steps for eps on [0, 2] (1..31, default 20), as ``flame``'s.
     frac_bits: fixed-point fractional bits f of the clients' encoding (8..20, default 16). Squared norms of the
         updates (and of the local models with ``cluster_on="models"``) must stay below 2^(58 − 2f) (2^26 for
-        f = 16); a client outside is refused with an error naming it.
+        f = 16). A client outside (or with NaN/Inf) cannot share its update: the round runs without it, and
+        ``info["unshared"]`` / ``info["unshared_reason"]`` name it; when no client can share, the round is refused
+        (the previous global model is kept, ``info["refused_reason"]`` says why).
     reveal_admitted: open the admitted mask to both servers and return it (default True; the simulator's
         detection metrics need it). With False, ``accepted`` is reported as all True and
         ``info["admitted_revealed"]`` is 0.
@@ -80,18 +80,17 @@ class PrivateFLAME(Defense):
         noise_entropy: str = "run",
     ):
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
-        require(isinstance(clustering, bool) or clustering == "dbscan", "clustering", clustering,
+        require(is_bool(clustering) or clustering == "dbscan", "clustering", clustering,
                 "allowed: True or 'dbscan' (default), False ('hdbscan' has no 2PC version here)")
         for flag_name, flag in (("clipping", clipping), ("noise", noise), ("reveal_admitted", reveal_admitted),
                                 ("launch", launch)):
-            require(isinstance(flag, bool), flag_name, flag, "allowed: True, False")
-        require(isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam)
-                and 0 <= lam <= 1024, "lam", lam, "allowed: a number in [0, 1024]")
-        require(_is_int(search_steps) and 1 <= search_steps <= 31, "search_steps", search_steps,
+            require(is_bool(flag), flag_name, flag, "allowed: True, False")
+        require(is_finite_number(lam) and 0 <= lam <= 1024, "lam", lam, "allowed: a number in [0, 1024]")
+        require(is_int(search_steps) and 1 <= search_steps <= 31, "search_steps", search_steps,
                 "allowed: an integer in 1..31")
-        require(_is_int(frac_bits) and 8 <= frac_bits <= 20, "frac_bits", frac_bits, "allowed: an integer in 8..20")
-        require(isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool) and timeout_s > 0,
-                "timeout_s", timeout_s, "allowed: a number of seconds > 0")
+        require(is_int(frac_bits) and 8 <= frac_bits <= 20, "frac_bits", frac_bits, "allowed: an integer in 8..20")
+        require(is_finite_number(timeout_s) and timeout_s > 0,
+                "timeout_s", timeout_s, "allowed: a finite number of seconds > 0")
         if servers is not None:
             require(isinstance(servers, dict) and set(servers) == {"A", "B"}, "servers", servers,
                     "allowed: {'A': 'host:port', 'B': 'host:port'}")
@@ -161,19 +160,30 @@ class PrivateFLAME(Defense):
         g = inp.global_params.detach().cpu().to(torch.float64).numpy()
         u = inp.updates.detach().cpu().to(torch.float64).numpy()[:, order]
         seed = int(torch.randint(0, 2**62, (1,), generator=inp.generator, device=inp.generator.device))
-        try:
-            res = self.server_pair.run_round(u, g[train], d_tr, self.params, seed,
-                                             noise_from_os=self.noise_entropy == "os")
-        except ValueError as exc:  # a client's update could not be shared: name the client id
-            raise ValueError(_with_client_ids(str(exc), inp.client_ids)) from None
+        # Client side: an update that fixed point cannot represent is not sent (the client refuses to share it);
+        # the round runs on the others, as the simulator drops non-finite updates, and the metrics name them.
+        model_tr = g[train] if self.cluster_on == "models" else None
+        problems = {i: p for i in range(n) if (p := share_problem(u[i], self.frac_bits, d_tr, model_tr)) is not None}
+        sent = np.array([i not in problems for i in range(n)])
+        unshared: dict[str, Any] = {}
+        if problems:
+            unshared = {"unshared": float(len(problems)), "unshared_reason": "; ".join(
+                f"client {int(inp.client_ids[i])}: {p}" for i, p in problems.items()) + "; not shared"}
+        if not sent.any():
+            reason = f"private_flame: no client's update can be shared in round {inp.round}; kept the previous " \
+                     f"global model ({unshared['unshared_reason']})"
+            return Aggregate(inp.global_params.clone(), torch.zeros(n, dtype=torch.bool),
+                             {**unshared, "accepted": 0.0, "refused": 1.0, "refused_reason": reason})
+        res = self.server_pair.run_round(u[sent], g[train], d_tr, self.params, seed,
+                                         noise_from_os=self.noise_entropy == "os")
         update = np.empty(d)
         update[order] = res.update
         new = torch.from_numpy(g + update).to(inp.global_params.dtype)
+        accepted = torch.from_numpy(sent.copy())
         if res.mask is not None:
-            accepted = torch.from_numpy(res.mask.astype(bool))
-        else:
-            accepted = torch.ones(n, dtype=torch.bool)
-        info: dict[str, float] = {
+            accepted[torch.from_numpy(sent)] = torch.from_numpy(res.mask.astype(bool))
+        info: dict[str, Any] = {
+            **unshared,
             "accepted": float(accepted.sum()),
             "admitted_revealed": float(res.mask is not None),
             "lam": self.lam,
@@ -184,14 +194,3 @@ class PrivateFLAME(Defense):
         info.update({f"mpc_s_{k}": float(v) for k, v in res.seconds.items()})
         return Aggregate(new, accepted, info)
 
-
-def _with_client_ids(message: str, client_ids) -> str:
-    """Replace the row index in "client <i>:" by the client's id."""
-    if message.startswith("client "):
-        head, _, rest = message.partition(":")
-        try:
-            row = int(head.split()[1])
-            return f"client {int(client_ids[row])}:{rest}"
-        except (ValueError, IndexError):
-            pass
-    return message

@@ -5,11 +5,12 @@ The node's ``partition-id`` is its fedshield client id (``num-partitions`` must 
 simulator's client p. Training calls :func:`fedshield.sim.loop.train_clients` for ``[cid]`` in the server's
 round: the client trains benignly, or runs the configured attack if the config lists it as an attacker.
 
-``attack-scale`` (node config, else run config; default 1) is a stand-in for model replacement until the
-attack registry has a scaling attack: a malicious client's update Δ is sent as ``scale · Δ``.
+State between rounds: a deployed SuperNode starts a fresh process per message, so the node keeps nothing in
+memory. What an attack reads from earlier rounds (Neurotoxin: the model the previous round started from) comes
+with the message instead: the strategy sends it as ``previous-arrays`` next to ``arrays``.
 
 Reply: ``arrays`` = the local model W = G + Δ (one array per layout tensor), ``metrics`` = ``num-examples``,
-``client-id``, ``malicious`` (0/1, informational), ``attack-scale``, ``train-s``.
+``client-id``, ``malicious`` (0/1, informational), ``train-s``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..models import load_flat_params
-from ..sim.evaluate import accuracy
-from ..sim.loop import train_clients
+from ..sim import accuracy, train_clients
 from .common import setup_for_run_config
-from .records import arrayrecord_to_flat, flat_to_arrayrecord
-from .runconfig import attack_scale, client_id_from_node_config
+from .records import PREVIOUS_ARRAYS, arrayrecord_to_flat, flat_to_arrayrecord
+from .runconfig import client_id_from_node_config
 
 __all__ = ["make_client_app", "app"]
 
@@ -42,17 +42,15 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
         cid = client_id_from_node_config(context.node_config, cfg)
         round_ = int(msg.content["config"]["server-round"])
         global_params = arrayrecord_to_flat(msg.content["arrays"], setup.layout)
-        updates, malicious, sizes = train_clients(setup, global_params, [cid], round_)
+        previous = (arrayrecord_to_flat(msg.content[PREVIOUS_ARRAYS], setup.layout)
+                    if PREVIOUS_ARRAYS in msg.content else None)
+        updates, malicious, sizes = train_clients(setup, global_params, [cid], round_, previous)
         delta = updates[0]
-        scale = attack_scale(context.node_config, context.run_config) if malicious[0] else 1.0
-        if scale != 1.0:
-            delta = delta * scale
         metrics = MetricRecord(
             {
                 "num-examples": int(sizes[0]),
                 "client-id": cid,
                 "malicious": int(malicious[0]),
-                "attack-scale": float(scale),
                 "train-s": round(time.perf_counter() - t0, 4),
             }
         )

@@ -6,7 +6,7 @@ runtime dependency installation off. :meth:`LocalFederation.stop` ends every pro
 descendants (``flwr-serverapp``, ``flwr-clientapp``), by PID; :func:`stop_managed_superlinks` finds the
 detached SuperLink that ``flwr run <app> local`` starts for the simulation engine and stops it by PID.
 
-    with LocalFederation(workdir, num_nodes=3, node_config=lambda i: {"attack-scale": 20.0} if i == 2 else {}) as fed:
+    with LocalFederation(workdir, num_nodes=3, node_config=lambda i: {}) as fed:
         proc = fed.run("examples/flower", {"num-server-rounds": 2, "log-file": "/tmp/rounds.jsonl"})
 """
 

@@ -9,7 +9,10 @@ from torch import Tensor
 
 from ..models import ParamLayout
 
-__all__ = ["MalformedReply", "flat_to_arrayrecord", "arrayrecord_to_flat"]
+__all__ = ["MalformedReply", "PREVIOUS_ARRAYS", "flat_to_arrayrecord", "arrayrecord_to_flat"]
+
+# Key of a train message's second ArrayRecord: the model the previous round started from (attack state).
+PREVIOUS_ARRAYS = "previous-arrays"
 
 
 class MalformedReply(ValueError):
@@ -44,7 +47,8 @@ def arrayrecord_to_flat(record: ArrayRecord, layout: ParamLayout) -> Tensor:
             raise MalformedReply(f"array {e.name!r} has shape {tuple(arr.shape)}, the model needs {e.shape}")
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise MalformedReply(f"array {e.name!r} has dtype {arr.dtype}, expected a float array")
-        parts.append(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(-1))
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range becomes Inf: refused below
+            parts.append(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(-1))
     flat = torch.cat(parts) if parts else torch.empty(0)
     if not bool(torch.isfinite(flat).all()):
         bad = [e.name for e in layout.entries if not bool(torch.isfinite(flat[e.slice]).all())]

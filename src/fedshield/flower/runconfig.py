@@ -13,23 +13,20 @@ Run-config keys (``[tool.flwr.app.config]`` of the app, overridable with ``flwr 
 ``defense-params``    JSON object overriding ``defense.params`` (``""``: keep; a new ``defense`` resets them)
 ``dataset``           overrides ``data.dataset`` (``""``: keep); ``data-root`` overrides ``data.root``
 ``seed``              overrides ``seed`` (``-1``: keep)
-``attack-scale``      stand-in model replacement: attacker updates are multiplied by it (node config wins)
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict
+from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, read_yaml_mapping
 
 __all__ = [
     "PRESETS",
     "experiment_from_run_config",
     "client_id_from_node_config",
-    "attack_scale",
     "config_path_candidates",
 ]
 
@@ -87,10 +84,7 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
     tried = config_path_candidates(name, base_dir)
     for path in tried:
         if path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: the top level of a config must be a mapping")
-            return data
+            return read_yaml_mapping(path, "config")  # ConfigError naming the file (and line) when unusable
     raise ConfigError(
         f"fedshield-config {name!r}: no such file (tried {[str(p) for p in tried]}) and not a built-in name {_names()}"
     )
@@ -152,14 +146,3 @@ def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentCo
     if not 0 <= pid < cfg.num_clients:
         raise ConfigError(f"node config partition-id={pid} outside 0..{cfg.num_clients - 1}")
     return pid
-
-
-def attack_scale(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> float:
-    """Model-replacement factor for this node's malicious updates (node config first, then run config; 1.0)."""
-    for source, cfg in (("node config", node_config), ("run config", run_config)):
-        if "attack-scale" in cfg and cfg["attack-scale"] not in ("", None):
-            value = float(cfg["attack-scale"])
-            if not math.isfinite(value):
-                raise ConfigError(f"{source} attack-scale={value} must be finite")
-            return value
-    return 1.0

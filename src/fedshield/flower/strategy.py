@@ -29,8 +29,9 @@ from torch import Tensor
 from ..defenses import Defense, RoundInput
 from ..metrics import detection_counts
 from ..models import ParamLayout
-from ..sim.seeding import torch_stream
-from .records import MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
+from ..core.numeric import is_finite_number, is_int, is_number
+from ..core.seeding import torch_stream
+from .records import PREVIOUS_ARRAYS, MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
 
 __all__ = ["FedShieldStrategy", "ParsedReply"]
 
@@ -122,15 +123,21 @@ class FedShieldStrategy(FedAvg):
 
     # ------------------------------------------------------------------ train
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any) -> Iterable[Message]:
+        previous = self._global if self._global_round == server_round - 1 else None
         self._global = arrayrecord_to_flat(arrays, self.layout)  # the model the clients start from
         self._global_round = server_round
         self._t_configure = time.time()
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if previous is not None:  # what attacks read from the last round (a node keeps no memory between messages)
+            record = flat_to_arrayrecord(previous, self.layout)
+            for msg in messages:
+                msg.content[PREVIOUS_ARRAYS] = record
+        return messages
 
     def _client_id(self, metrics: Optional[MetricRecord], node_id: int) -> int:
         if metrics is not None and "client-id" in metrics:
             cid = metrics["client-id"]
-            if isinstance(cid, int) and not isinstance(cid, bool):
+            if is_int(cid):
                 if self.num_clients is None or 0 <= cid < self.num_clients:
                     return int(cid)
             raise MalformedReply(f"client-id={cid!r} is not a client of this experiment")
@@ -156,7 +163,7 @@ class FedShieldStrategy(FedAvg):
         if metrics is None or self.weighted_by_key not in metrics:
             raise MalformedReply(f"reply has no MetricRecord with {self.weighted_by_key!r}")
         n = metrics[self.weighted_by_key]
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
+        if not is_finite_number(n) or n <= 0:
             raise MalformedReply(f"{self.weighted_by_key}={n!r} must be a positive number")
         local = arrayrecord_to_flat(record, self.layout)
         return ParsedReply(node_id, self._client_id(metrics, node_id), local, float(n))
@@ -247,7 +254,7 @@ class FedShieldStrategy(FedAvg):
                 "rejected-client-ids": [p.client_id for p in rej],
                 **counts,
                 "aggregate-s": round(t1 - t0, 4),
-                **{f"info.{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                **{f"info.{k}": v for k, v in info.items() if is_number(v)},
             }
         )
         arrays = flat_to_arrayrecord(new_global, self.layout) if new_global is not None else None

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import FedshieldError
 from .client import encode_update, split_update
 from .dealer import Dealer
 from .flame_protocol import COEF_FRAC, FlameParams
@@ -31,8 +32,9 @@ from .transport import Channel, ChannelError, connect, parse_address
 __all__ = ["ServerPair", "PrivateFlameError", "RoundResult"]
 
 
-class PrivateFlameError(RuntimeError):
-    """A server failed, died, or did not answer; the message names it and the step."""
+class PrivateFlameError(FedshieldError, RuntimeError):
+    """A server failed, died, or did not answer; the message names it and the step (the CLI prints it as one
+    line; a ``FedshieldError``, hence a ``ValueError``, and still a ``RuntimeError`` for older callers)."""
 
 
 @dataclass

@@ -18,10 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import math
 from pathlib import Path
 from typing import Any, Optional
+
+from ..sim.output import read_json
+from .results import read_sweep_index
 
 __all__ = ["load_reference", "build_table", "render_markdown", "render_csv", "differences", "ranking_check"]
 
@@ -37,14 +39,32 @@ METRIC_NAMES = {
 def load_reference(path: str | Path, keys: list[str]) -> dict[tuple[tuple[str, ...], str], float]:
     """{(labels in ``keys`` order, metric): value} from a long-format CSV."""
     out: dict[tuple[tuple[str, ...], str], float] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(line for line in f if not line.lstrip().startswith("#"))
-        missing = [k for k in [*keys, "metric", "value"] if k not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: reference CSV lacks column(s) {missing}; it has {reader.fieldnames}")
-        for row in reader:
-            out[(tuple(row[k].strip() for k in keys), row["metric"].strip())] = float(row["value"])
+    if not Path(path).is_file():
+        raise ValueError(f"reference table not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(line for line in f if not line.lstrip().startswith("#"))
+            missing = [k for k in [*keys, "metric", "value"] if k not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: reference CSV lacks column(s) {missing}; it has {reader.fieldnames}")
+            for i, row in enumerate(reader, start=2):
+                cells = [row.get(k) for k in [*keys, "metric", "value"]]
+                value = _finite_float(row["value"])
+                if any(c is None for c in cells) or value is None:
+                    raise ValueError(f"{path}: data row {i}: needs {len(keys) + 2} cells and a finite number in "
+                                     f"'value', got {dict(row)}")
+                out[(tuple(row[k].strip() for k in keys), row["metric"].strip())] = value
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the reference table is not a text (UTF-8) CSV file") from None
     return out
+
+
+def _finite_float(text: Any) -> Optional[float]:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _ordered_labels(index: dict[str, Any], key: str) -> list[str]:
@@ -57,7 +77,7 @@ def _ordered_labels(index: dict[str, Any], key: str) -> list[str]:
 def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -> dict[str, Any]:
     """The table as data: row/column label tuples and cells {(row, col, metric): (ours %, paper % or NaN)}."""
     sweep_dir = Path(sweep_dir)
-    index = json.loads((sweep_dir / "sweep.json").read_text())
+    index = read_sweep_index(sweep_dir)
     layout = index.get("table") or {}
     grid_keys = list(index["grid"])
     rows_k = layout["rows"] if "rows" in layout else grid_keys[:-1]
@@ -73,7 +93,10 @@ def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -
     for r in index["runs"]:
         p = sweep_dir / "runs" / r["id"] / "summary.json"
         if p.exists():
-            ours[tuple(r["labels"][k] for k in keys)] = json.loads(p.read_text())
+            summary = read_json(p, "run summary")
+            if not isinstance(summary, dict) or any(k not in r["labels"] for k in keys):
+                raise ValueError(f"{p}: damaged run summary or sweep.json labels; delete it to rerun that run")
+            ours[tuple(r["labels"][k] for k in keys)] = summary
     rows = list(itertools.product(*(_ordered_labels(index, k) for k in rows_k)))
     cols = list(itertools.product(*(_ordered_labels(index, k) for k in cols_k)))
     cells = {}

@@ -1,6 +1,6 @@
 """The round loop: select clients, train them, aggregate with the defense, evaluate, record, checkpoint.
 
-Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
+Output (docs/architecture.md, "Output of a run"): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
 ``checkpoint.pt`` (rewritten atomically after every round, so a crash loses at most the round in flight) and
 ``final_model.pt``. ``resume=True`` continues from the checkpoint; because every random stream is keyed by
 (seed, round, client), a resumed run produces the same numbers as an uninterrupted one.
@@ -9,22 +9,29 @@ Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summ
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from ..attacks import RoundState as AttackRound
 from ..config import ConfigError, ExperimentConfig, dump_config
-from ..attacks import RoundState
-from ..defenses import RoundInput
+from ..core.seeding import numpy_stream, torch_stream
+from ..defenses import Aggregate, RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
-from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
-from .seeding import numpy_stream, torch_stream
-from .setup import Setup, build_setup
+from .checkpoint import load_checkpoint, resume_state, save_checkpoint, save_model_file
+from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
+from .plot import plot_run
+from .post_training import run_post_training
+from .pretrain import pretrained_params
+from .setup import Setup, build_setup, with_start
+from .state import RoundState
 
-__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]
+__all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize", "finite_updates"]
 
 
 def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> list[int]:
@@ -45,7 +52,7 @@ def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> 
 
 
 def train_clients(
-    setup: Setup, global_params: Tensor, selected: list[int], round_: int
+    setup: Setup, global_params: Tensor, selected: list[int], round_: int, previous_global: Optional[Tensor] = None
 ) -> tuple[list[Tensor], list[bool], list[int]]:
     """Local training of ``selected`` in round ``round_``: (updates, which were malicious, sample counts).
 
@@ -55,6 +62,8 @@ def train_clients(
     hooks) and then pass their update through ``after_training``. An omniscient attack (Fang et al.) lets the
     benign clients train first and crafts the attackers' updates from theirs. All randomness comes from
     per-(round, client) streams, so results do not depend on order, workers or resumption.
+    ``previous_global`` is the model round ``round_ - 1`` started from (None in round 1 or when unknown): what
+    attacks that estimate the benign update from the last global change (Neurotoxin) read.
     """
     cfg = setup.cfg
     attack = setup.attack
@@ -63,12 +72,10 @@ def train_clients(
     sizes = [len(setup.client_indices[cid]) for cid in selected]
     state = None
     if any(malicious):
-        prev = setup.attack_state.get("global")
-        prev_ok = prev is not None and setup.attack_state.get("round") == round_ - 1
-        state = RoundState(
+        state = AttackRound(
             round=round_,
             global_params=global_params,
-            previous_global=prev if prev_ok else None,
+            previous_global=previous_global,
             selected=list(selected),
             attackers=[c for c, bad in zip(selected, malicious) if bad],
             layout=setup.layout,
@@ -76,9 +83,6 @@ def train_clients(
             sizes=dict(zip(selected, sizes)),
             stream=lambda purpose, cid: torch_stream(cfg.seed, "attack", purpose, round_, cid),
         )
-    if attack is not None and attack.needs_previous_global:
-        setup.attack_state = {"round": round_, "global": global_params.detach().clone()}
-
     jobs: list[tuple] = []
     for cid, bad in zip(selected, malicious):
         gen = torch_stream(cfg.seed, "train", round_, cid)
@@ -110,25 +114,33 @@ def train_clients(
     return updates, malicious, sizes
 
 
-def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
-    """One federated round; returns the new global parameters and the round's metrics row (no evaluation)."""
+def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
+    """Round ``state.round + 1`` from ``state``: the new global parameters and the round's metrics row (no
+    evaluation). ``state.defense`` keeps its history; ``state`` itself is advanced by the caller."""
     cfg = setup.cfg
+    round_ = state.round + 1
+    global_params = state.global_params
     t0 = time.perf_counter()
     selected = select_clients(cfg, setup.attackers, round_)
-    updates, malicious, sizes = train_clients(setup, global_params, selected, round_)
+    updates, malicious, sizes = train_clients(setup, global_params, selected, round_, state.previous_global)
     t1 = time.perf_counter()
+    stacked = torch.stack(updates)
+    keep = finite_updates(stacked, selected, round_)
     inp = RoundInput(
         global_params=global_params,
-        updates=torch.stack(updates),
+        updates=stacked[keep],
         layout=setup.layout,
         round=round_,
-        client_ids=selected,
-        num_samples=torch.tensor(sizes, dtype=torch.float32),
+        client_ids=[c for c, k in zip(selected, keep.tolist()) if k],
+        num_samples=torch.tensor(sizes, dtype=torch.float32)[keep],
         generator=torch_stream(cfg.seed, "defense", round_),
     )
-    agg = setup.defense.aggregate(inp)
+    agg = state.defense.aggregate(inp)
     t2 = time.perf_counter()
     mal = torch.tensor(malicious, dtype=torch.bool)
+    accepted = torch.zeros(len(selected), dtype=torch.bool)
+    accepted[keep] = agg.accepted.cpu()
+    agg = Aggregate(agg.global_params, accepted, agg.info)
     counts = detection_counts(agg.accepted, mal)
     row: dict[str, Any] = {
         "round": round_,
@@ -142,8 +154,28 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
         "train_s": round(t1 - t0, 4),
         "aggregate_s": round(t2 - t1, 4),
     }
-    row.update({f"info.{k}": (float(v) if isinstance(v, (int, float, bool)) else v) for k, v in agg.info.items()})
+    if not bool(keep.all()):
+        dropped = [c for c, k in zip(selected, keep.tolist()) if not k]
+        row["dropped"] = len(dropped)
+        row["dropped_reason"] = f"non-finite (NaN/Inf) updates from client(s) {dropped}; not aggregated"
+    row.update({f"info.{k}": _info_value(v) for k, v in agg.info.items()})
     return agg.global_params, row
+
+
+def finite_updates(updates: Tensor, client_ids: list[int], round_: int) -> Tensor:
+    """(n,) bool: which updates are finite. A non-finite update (an attack, or a client whose training
+    diverged) is dropped and recorded in the round's metrics row, as the Flower server drops such replies;
+    when every update of the round is non-finite nothing can be aggregated: ``ValueError`` naming the clients."""
+    keep = torch.isfinite(updates).all(dim=1)
+    if not bool(keep.any()):
+        raise ValueError(f"round {round_}: every update is non-finite (NaN/Inf), clients {client_ids}: local training "
+                         "diverged; lower train.lr (or attack.train.lr) or check the attack's parameters")
+    return keep
+
+
+def _info_value(v: Any) -> Any:
+    """A defense's info value as a metrics cell: numbers as float, anything else as text."""
+    return float(v) if isinstance(v, numbers.Real) else (v if isinstance(v, str) else str(v))
 
 
 def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -171,6 +203,8 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         "aggregate_s": round(sum(r["aggregate_s"] for r in rows), 2),
         "eval_s": round(sum(r.get("eval_s", 0.0) for r in rows), 2),
         "seconds": round(seconds, 2),
+        # rounds whose aggregate was non-finite: the defense kept the previous model (metrics.csv info.refused_reason)
+        "refused_rounds": sum(1 for r in rows if r.get("info.refused") == 1.0),
     }
 
 
@@ -189,62 +223,39 @@ def run_experiment(
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     if ckpt_path.exists() and not resume:
         raise ConfigError(f"{out} holds an unfinished run; continue it with --resume or choose another --out")
+    prepare_out_dir(out)  # an unusable --out, a damaged or foreign checkpoint: reported before any data loads
+    saved = load_checkpoint(ckpt_path, resolved) if resume and ckpt_path.exists() else None
     setup = build_setup(cfg)
     pretrain: dict[str, Any] = {}
     if cfg.pretrain.rounds:
-        from .pretrain import pretrained_params
-
-        setup.initial_params, key = pretrained_params(setup, log=log if progress else (lambda _m: None))
-        start_eval = setup.evaluator.evaluate(setup.initial_params)
+        start, key = pretrained_params(setup, log=log if progress else (lambda _m: None))
+        setup = with_start(setup, start)
+        start_eval = setup.evaluator.evaluate(setup.start)
         pretrain = {"pretrain_key": key, "pretrain_ma": start_eval["ma"], "pretrain_ba": start_eval["ba"]}
-    rows: list[dict[str, Any]] = []
-    params = setup.initial_params.clone()
-    first = 1
-    elapsed_before = 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != resolved:
-            raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
-        params, rows, first = state["global_params"], state["rows"], state["round"] + 1
-        setup.defense = state["defense"]
-        setup.attack_state = state.get("attack_state", {})
-        elapsed_before = state.get("seconds", 0.0)
-        if not torch.equal(state["initial_params"], setup.initial_params):
-            raise ConfigError(f"{out}: initial model differs from the checkpoint's; refusing to resume")
-        log(f"resuming {out} from round {first}")
-    out.mkdir(parents=True, exist_ok=True)
+    if saved is not None:
+        state = resume_state(saved, ckpt_path, setup.start, setup.new_defense())
+        log(f"resuming {out} from round {state.round + 1}")
+    else:
+        state = RoundState(round=0, global_params=setup.start.clone(), defense=setup.new_defense())
     atomic_write_text(out / "config.yaml", resolved)
     start_time = time.perf_counter()
+    elapsed_before = state.seconds
 
     bar = None
-    if progress and first <= cfg.rounds:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.rounds, initial=first - 1, desc=cfg.name, unit="round", dynamic_ncols=True)
-    for t in range(first, cfg.rounds + 1):
-        params, row = run_round(setup, params, t)
+    if progress and state.round < cfg.rounds:
+        bar = tqdm(total=cfg.rounds, initial=state.round, desc=cfg.name, unit="round", dynamic_ncols=True)
+    while state.round < cfg.rounds:
+        t = state.round + 1
+        params, row = run_round(setup, state)
         if t % cfg.eval.every == 0 or t == cfg.rounds:
             t0 = time.perf_counter()
             row.update(setup.evaluator.evaluate(params))
             row["eval_s"] = round(time.perf_counter() - t0, 4)
         else:
             row["eval_s"] = 0.0
-        rows.append(row)
-        seconds = elapsed_before + time.perf_counter() - start_time
-        write_metrics_csv(out / "metrics.csv", rows)
-        atomic_torch_save(
-            {
-                "round": t,
-                "global_params": params,
-                "initial_params": setup.initial_params,
-                "rows": rows,
-                "defense": setup.defense,
-                "attack_state": setup.attack_state,
-                "config": resolved,
-                "seconds": seconds,
-            },
-            ckpt_path,
-        )
+        state.advance(params, row, elapsed_before + time.perf_counter() - start_time)
+        write_metrics_csv(out / "metrics.csv", state.rows)
+        save_checkpoint(ckpt_path, state, setup.start, resolved)
         if bar is not None:
             bar.update(1)
             if not math.isnan(row["ma"]):
@@ -253,16 +264,12 @@ def run_experiment(
         bar.close()
 
     seconds = elapsed_before + time.perf_counter() - start_time
-    summary = summarize(cfg, rows, seconds)
+    summary = summarize(cfg, state.rows, seconds)
     summary.update(pretrain)
-    final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
-    atomic_torch_save(final, out / "final_model.pt")
+    final = {"global_params": state.global_params, "initial_params": setup.start, "layout": setup.layout.names}
+    save_model_file(final, out / "final_model.pt")
     if cfg.post_training is not None:
-        from .post_training import run_post_training
-
-        summary["post_training"] = run_post_training(setup, params)
-    from ..report.plots import plot_run
-
-    plot_run(rows, out / "metrics.png", title=cfg.name)
+        summary["post_training"] = run_post_training(setup, state.global_params)
+    plot_run(state.rows, out / "metrics.png", title=cfg.name)
     write_json(out / "summary.json", summary)
     return summary

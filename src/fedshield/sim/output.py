@@ -1,4 +1,4 @@
-"""A run's output folder: atomic writes, the metrics table, checkpoints (DESIGN.md "Output of a run")."""
+"""A run's output folder: atomic writes, the metrics table, checkpoints (docs/architecture.md, "Output of a run")."""
 
 from __future__ import annotations
 
@@ -13,7 +13,49 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-__all__ = ["atomic_write_text", "atomic_torch_save", "write_metrics_csv", "read_metrics_csv", "write_json"]
+from ..core.errors import OutputError
+
+__all__ = [
+    "OutputError",
+    "prepare_out_dir",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "write_metrics_csv",
+    "read_metrics_csv",
+    "write_json",
+    "read_json",
+]
+
+
+def prepare_out_dir(path: str | Path) -> Path:
+    """Create the output folder ``path`` (and its parents) and check that files can be written in it, so an
+    unusable folder is reported before any work starts. :class:`OutputError` names the folder and the reason."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} is a file, not a folder; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"cannot create output folder {path}: a part of the path is a file; choose another --out") from None
+    except OSError as exc:
+        raise OutputError(f"output folder {path} cannot be created or written ({exc.strerror}); choose another --out") from None
+    return path
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file that fedshield wrote; :class:`OutputError` naming the file when it is damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{path}: damaged {what} (not valid JSON: {exc}); delete it or rerun") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -92,3 +134,4 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
 
     with open(path, newline="") as f:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+

@@ -26,9 +26,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..defenses.fedavg import weighted_mean
-from .output import atomic_torch_save
-from .seeding import numpy_stream, torch_stream
+from ..core.errors import CheckpointError
+from ..core.numeric import weighted_mean
+from ..core.seeding import numpy_stream, torch_stream
+from .checkpoint import load_model_file, save_model_file
 
 __all__ = ["pretrain_cache_dir", "pretrain_shaping", "pretrain_key", "pretrained_params"]
 
@@ -84,11 +85,15 @@ def pretrained_params(setup, log: Callable[[str], None] = print) -> tuple[Tensor
     with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         if path.exists():
-            state = torch.load(path, weights_only=True)
+            state = load_model_file(path, "cached pretrained model")
         else:
             log(f"pretraining {setup.cfg.pretrain.rounds} clean FedAvg rounds into {path}")
             state = {"params": _pretrain(setup, log), "initial_params": setup.initial_params}
-            atomic_torch_save(state, path)
+            save_model_file(state, path, params_keys=("params",))  # a diverged warm start is refused, not cached
+    ok = (isinstance(state, dict) and all(isinstance(state.get(k), torch.Tensor) for k in ("params", "initial_params"))
+          and state["params"].shape == setup.initial_params.shape and bool(torch.isfinite(state["params"]).all()))
+    if not ok:
+        raise CheckpointError(f"{path}: damaged cached pretrained model; delete it to recompute")
     if not torch.equal(state["initial_params"], setup.initial_params):
-        raise RuntimeError(f"{path}: cached pretrained model was made from other initial weights; delete it")
+        raise CheckpointError(f"{path}: cached pretrained model was made from other initial weights; delete it")
     return state["params"], key
