@@ -79,7 +79,8 @@ def test_no_registered_defense_returns_a_non_finite_model(model_ctx):
         assert bool(torch.isfinite(agg.global_params).all()), name
         if agg.info.get("refused") == 1.0:
             assert torch.equal(agg.global_params, g) and not bool(agg.accepted.any()), name
-            assert "non-finite" in agg.info["refused_reason"], name
+            # private_flame refuses a round no client can share (fixed point cannot hold 1e36): its own reason
+            assert ("non-finite" if name != "private_flame" else "can be shared") in agg.info["refused_reason"], name
 
 
 # ------------------------------------------------------------------------------------------ the output check

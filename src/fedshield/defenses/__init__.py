@@ -14,7 +14,7 @@ from .registry import (
     validate_post_training,
 )
 from . import fedavg, flain  # noqa: F401  (registers)
-from . import fedward, flame  # noqa: F401  (registers)
+from . import fedward, flame, private_flame  # noqa: F401  (registers)
 from . import crfl, deepsight, fedcc, fltrust  # noqa: F401  (registers)
 from . import afa, auror, bulyan, foolsgold, geomed, krum, median, norm_clipping, rlr, trimmed_mean  # noqa: F401,E501  (registers)
 

@@ -63,6 +63,7 @@ __all__ = [
     "hdbscan_mutual_reachability",
     "hdbscan_labels",
     "FLAME_VARIANTS",
+    "dbscan_binary_search",
 ]
 
 # variant → defaults of min_samples (hdbscan-library convention), hdbscan alpha and λ;
@@ -140,6 +141,49 @@ def hdbscan_labels(dist: np.ndarray, min_cluster_size: int, min_samples: int, al
     return np.asarray(clusterer.fit_predict(mr))
 
 
+def dbscan_binary_search(dist: np.ndarray, min_pts: int, steps: int) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Private FLAME's clustering rule in the clear (paper §8 / App. G: DBSCAN plus a binary search for eps).
+
+    1. eps is searched on the grid eps(t) = 2t / 2^steps, t = 0..2^steps: t* is the smallest t at which some
+       client is a core point, i.e. has at least ``min_pts`` clients (itself included) at distance <= eps(t).
+       At t = 2^steps (eps = 2) every client is a core point, so t* exists. The search is the binary one the
+       2PC version runs obliviously: start at t = 2^steps and, for b = steps-1 .. 0, move to t − 2^b when a
+       core point exists there.
+    2. DBSCAN at eps = eps(t*) in the original definition (Ester et al. 1996): clusters are the connected
+       components of core points joined by eps-edges, each with every point within eps of one of its cores
+       (a border point may belong to two clusters).
+    3. The admitted mask is the largest cluster; a tie goes to the cluster holding the smallest core index.
+
+    Returns (mask, eps, info). ``dist`` is an (n, n) symmetric distance matrix with zero diagonal.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    n = d.shape[0]
+    if d.shape != (n, n):
+        raise ValueError(f"dbscan_binary_search: dist must be square, got shape {d.shape}")
+    if not 1 <= min_pts <= n:
+        raise ValueError(f"dbscan_binary_search: min_pts={min_pts} must be in 1..{n}")
+
+    def core_at(t: int) -> tuple[np.ndarray, np.ndarray]:
+        nb = d <= 2.0 * t / 2**steps
+        np.fill_diagonal(nb, True)
+        return nb, nb.sum(axis=1) >= min_pts
+
+    t = 2**steps
+    for b in reversed(range(steps)):
+        if core_at(t - 2**b)[1].any():
+            t -= 2**b
+    nb, core = core_at(t)
+    reach = core[:, None] & core[None, :] & nb
+    for _ in range(max(1, math.ceil(math.log2(max(n - 1, 1))))):
+        reach = (reach.astype(np.int64) @ reach.astype(np.int64)) > 0
+    members = (reach.astype(np.int64) @ (core[:, None] & nb).astype(np.int64)) > 0
+    sizes = members.sum(axis=1)
+    best = int(np.argmax(sizes))  # first maximum: the smallest core index
+    eps = 2.0 * t / 2**steps
+    info = {"dbscan_eps": eps, "num_core": float(core.sum()), "num_clusters": float(len({tuple(r) for r in members[core]}))}
+    return members[best].copy(), eps, info
+
+
 @register
 class FLAME(Defense):
     """FLAME: HDBSCAN filtering of cosine distances, median-norm clipping, adaptive Gaussian noise (Alg. 1).
@@ -176,9 +220,15 @@ class FLAME(Defense):
         the noise level λ (σ = λ·S_t). Give either ``lam`` (default: 1e-4 for ``variant="fedward_code"``; otherwise
         :data:`DEFAULT_LAMBDA` of the ``domain``: 0.001 for image classification, 0.01 for network intrusion
         detection, App. B.3) or both ``epsilon`` and ``delta`` (λ = (1/ε)·sqrt(2 ln(1.25/δ))), not both.
-    clustering, clipping, noise:
-        switches for FLAME's ablation (Table 1); all True by default. With ``clustering=False`` every client is
-        admitted. S_t is computed whenever clipping or noise is on.
+    clustering:
+        ``True`` or ``"hdbscan"`` (default): HDBSCAN as above. ``"dbscan"``: the rule of Private FLAME (§8,
+        App. G; docs/defenses.md, FLAME.9), DBSCAN with ``min_pts = n//2 + 1`` at the radius found by a binary
+        search of ``search_steps`` steps (:func:`dbscan_binary_search`); the plaintext twin of ``private_flame``.
+        ``False``: every client is admitted (the ablation of Table 1).
+    search_steps:
+        binary-search steps for DBSCAN's eps on [0, 2] (``clustering="dbscan"`` only; default 20, grid 2/2^20).
+    clipping, noise:
+        switches for FLAME's ablation (Table 1); both True by default. S_t is computed whenever clipping or noise is on.
     domain:
         not a config parameter: the experiment's domain (``"image"`` or ``"traffic"``), from the
         :class:`DefenseContext` (``context_args``); it only picks λ's default.
@@ -201,10 +251,11 @@ class FLAME(Defense):
         lam: float | None = None,
         epsilon: float | None = None,
         delta: float | None = None,
-        clustering: bool = True,
+        clustering: bool | str = True,
         clipping: bool = True,
         noise: bool = True,
         domain: str = "image",
+        search_steps: int = 20,
     ):
         require(isinstance(variant, str) and variant in FLAME_VARIANTS, "variant", variant,
                 f"allowed: {', '.join(map(repr, FLAME_VARIANTS))}")
@@ -233,7 +284,11 @@ class FLAME(Defense):
             )
         require(all_noise_policy in ("admit_all", "reject_all"), "all_noise_policy", all_noise_policy,
                 "allowed: 'admit_all', 'reject_all'")
-        for flag_name, flag in (("clustering", clustering), ("clipping", clipping), ("noise", noise)):
+        require(is_bool(clustering) or clustering in ("hdbscan", "dbscan"), "clustering", clustering,
+                "allowed: True or 'hdbscan' (default), 'dbscan', False")
+        require(is_int(search_steps) and 1 <= search_steps <= 31, "search_steps", search_steps,
+                "allowed: an integer in 1..31")
+        for flag_name, flag in (("clipping", clipping), ("noise", noise)):
             require(is_bool(flag), flag_name, flag, "allowed: True, False")
         if lam is not None and (epsilon is not None or delta is not None):
             raise ParameterError(
@@ -265,6 +320,7 @@ class FLAME(Defense):
         self.delta = None if delta is None else float(delta)
         self.lam = float(lam_value)
         self.clustering = clustering
+        self.search_steps = int(search_steps)
         self.clipping = clipping
         self.noise = noise
 
@@ -306,8 +362,13 @@ class FLAME(Defense):
         u_tr = upd if bool(train.all()) else upd[:, train]  # no (n, d) copy when every coordinate trains
 
         # Alg. 1 lines 6-7: filtering
-        if self.clustering:
-            origin = g[train] if self.cluster_on == "models" else None
+        origin = g[train] if self.cluster_on == "models" else None
+        if self.clustering == "dbscan":
+            # float64 distances: the plaintext twin of private_flame is compared with it exactly (FLAME.9)
+            mask_np, _, info = dbscan_binary_search(cosine_distances(u_tr, origin).cpu().numpy(), n // 2 + 1,
+                                                    self.search_steps)
+            accepted, info = torch.from_numpy(mask_np), {**info, "all_noise": 0.0}
+        elif self.clustering:
             # float32 Gram, float64 model terms (docs/scaling.md; tests/test_flame_distances.py)
             accepted, info = self._cluster(cosine_distances(u_tr, origin, gram_dtype=torch.float32), n)
         else:

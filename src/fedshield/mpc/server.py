@@ -1,0 +1,195 @@
+"""A Private FLAME server process (A or B).
+
+    python -m fedshield.mpc.server --role A --listen 0.0.0.0:7001
+    python -m fedshield.mpc.server --role B --listen 0.0.0.0:7002 --peer hostA:7001
+
+The server listens on ``--listen`` (port 0: any free port), prints ``READY <port>`` on stdout, and waits for its
+connections: the coordinator (clients + round control) on both, the dealer on B, and server B dials server A
+(``--peer``). Then it runs rounds until the coordinator says ``shutdown`` or disconnects. A server receives only
+its own shares (A: the clients' 32-byte seeds; B: enc(u_i) − PRG(s_i)), the dealer's seed (A) or corrections
+(B), and public values (G, sizes, parameters). Any failure is reported to the coordinator as an ``error``
+frame naming the server and the step, after which the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+
+import numpy as np
+
+from .flame_protocol import FlameParams, run_flame
+from .party import DealerLink, Party, SeededSource
+from .prg import PRG, SEED_BYTES
+from .ring import encode
+from .transport import Channel, ChannelError, connect, parse_address
+
+__all__ = ["main", "Server"]
+
+
+class Server:
+    def __init__(self, role: str, listen: str, peer: str | None, timeout: float, wait: float):
+        self.role = role
+        self.listen_addr = listen
+        self.peer_addr = peer
+        self.timeout = timeout
+        self.wait = wait
+        self.step = "start"
+        self.coord: Channel | None = None
+        self.peer: Channel | None = None
+        self.dealer: Channel | None = None
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    def bind(self) -> socket.socket:
+        host, port = parse_address(self.listen_addr)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"server {self.role} cannot listen on {self.listen_addr}: {exc.strerror or exc}") from None
+        sock.listen(4)
+        return sock
+
+    def connect_all(self, lsock: socket.socket) -> None:
+        if self.role == "B":
+            deadline = time.monotonic() + self.wait
+            while True:
+                try:
+                    self.peer = connect(self.peer_addr, "server A", self.timeout, {"as": "peer", "role": "B"})
+                    break
+                except ChannelError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        lsock.settimeout(self.wait)
+        while self._missing():
+            try:
+                conn, _ = lsock.accept()
+            except socket.timeout:
+                raise ChannelError(f"no connection from {' and '.join(self._missing())} within {self.wait} s") from None
+            ch = Channel(conn, "incoming", self.timeout)
+            try:
+                hello, _ = ch.recv("hello")
+            except ChannelError:
+                ch.close()
+                continue
+            kind = hello.get("as")
+            if kind == "coordinator":
+                self.coord, ch.peer = ch, "the coordinator"
+            elif kind == "peer" and self.role == "A":
+                self.peer, ch.peer = ch, "server B"
+            elif kind == "dealer" and self.role == "B":
+                self.dealer, ch.peer = ch, "the dealer"
+            else:
+                ch.close()
+        lsock.close()
+
+    def _missing(self) -> list[str]:
+        wanted = [("the coordinator", self.coord), ("server B" if self.role == "A" else "the dealer",
+                                                      self.peer if self.role == "A" else self.dealer)]
+        return [name for name, ch in wanted if ch is None]
+
+    # ------------------------------------------------------------------------------------------ rounds
+
+    def notify(self, name: str) -> None:
+        self.step = name
+        self.times.append((name, time.time()))
+        self.coord.send({"t": "step", "name": name})
+
+    def run_round(self, header: dict) -> None:
+        self.times: list[tuple[str, float]] = []
+        peer_bytes_before = self.peer.bytes_sent
+        n, d, d_tr = int(header["n"]), int(header["d"]), int(header["d_tr"])
+        prm = FlameParams(**header["params"])
+        self.notify("sharing")
+        coord = self.coord
+        g = coord.recv_array("g")
+        if g.shape != (d_tr,) or g.dtype != np.float64 or not np.isfinite(g).all():
+            raise ValueError(f"the global model has shape {g.shape}, expected ({d_tr},) finite float64")
+        seed = coord.recv_array("dealer_seed").tobytes()
+        U = np.empty((n, d), dtype=np.uint64)
+        if self.role == "A":
+            corr = SeededSource(seed)
+            seeds = coord.recv_array("seeds")
+            if seeds.shape != (n, SEED_BYTES):
+                raise ValueError(f"received {seeds.shape} client seeds, expected ({n}, {SEED_BYTES})")
+            for i in range(n):
+                U[i] = PRG(seeds[i].tobytes()).u64(d)
+        else:
+            corr = DealerLink(seed, self.dealer)
+            corr.prefetch("gram", n=n, d=d, d_tr=d_tr)
+            for i in range(n):
+                share = coord.recv_array("share")
+                if share.dtype != np.uint64 or share.shape != (d,):
+                    raise ValueError(f"client {i}'s share has {share.size} values of {share.dtype}, expected {d} uint64")
+                U[i] = share
+        party = Party(self.role, self.peer, corr)
+        normal = None
+        if prm.noise:
+            seed = header.get("noise_seed")  # None: this server's own OS entropy (nobody else can recompute it)
+            rng = np.random.default_rng(None if seed is None else [int(seed), 1 if self.role == "A" else 2])
+            normal = rng.standard_normal(d_tr)
+        res = run_flame(party, U, encode(g, prm.frac_bits), d_tr, prm, normal, self.notify)
+        self.notify("done")
+        stats = {"marks": self.times, "peer_bytes": self.peer.bytes_sent - peer_bytes_before,
+                 "exchanges": party.rounds}
+        coord.send({"t": "result", "stats": stats}, res.out)
+        if res.mask is not None:
+            coord.send({"t": "mask"}, res.mask)
+        if self.role == "B":
+            self.dealer.send({"t": "corr_end"})
+
+    def serve(self) -> int:
+        try:
+            lsock = self.bind()
+        except OSError as exc:
+            print(f"ERROR {exc}", flush=True)
+            return 3
+        print(f"READY {lsock.getsockname()[1]}", flush=True)
+        try:
+            self.connect_all(lsock)
+        except ChannelError as exc:
+            print(f"server {self.role}: {exc}", file=sys.stderr, flush=True)
+            return 4
+        while True:
+            self.coord.set_timeout(None)  # idle between rounds: clients train
+            try:
+                header, _ = self.coord.recv()
+            except ChannelError:
+                return 0  # the coordinator went away: nothing left to do
+            if header.get("t") == "shutdown":
+                return 0
+            if header.get("t") != "round":
+                continue
+            self.coord.set_timeout(self.timeout)
+            try:
+                self.run_round(header)
+            except Exception as exc:  # reported, then the process ends
+                msg = f"server {self.role}, step {self.step!r}: {type(exc).__name__}: {exc}"
+                try:
+                    self.coord.send({"t": "error", "message": msg})
+                except ChannelError:
+                    pass
+                print(msg, file=sys.stderr, flush=True)
+                return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fedshield.mpc.server", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--role", required=True, choices=["A", "B"])
+    ap.add_argument("--listen", default="127.0.0.1:0", help="host:port to listen on (port 0: any free port)")
+    ap.add_argument("--peer", default=None, help="server A's host:port (role B only)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any message within a round")
+    ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the connections at start")
+    args = ap.parse_args(argv)
+    if args.role == "B" and not args.peer:
+        ap.error("--peer (server A's host:port) is required for role B")
+    return Server(args.role, args.listen, args.peer, args.timeout, args.wait).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
