@@ -9,7 +9,8 @@ round: the client trains benignly, or runs the configured attack if the config l
 attack registry has a scaling attack: a malicious client's update Δ is sent as ``scale · Δ``.
 
 Reply: ``arrays`` = the local model W = G + Δ (one array per layout tensor), ``metrics`` = ``num-examples``,
-``client-id``, ``malicious`` (0/1, informational), ``attack-scale``, ``train-s``.
+``client-id``, ``malicious`` (0/1, informational), ``attack-scale``, ``train-s``, and the wall-clock times
+``t-process``, ``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,23 @@ from ..models import load_flat_params
 from ..sim.evaluate import accuracy
 from ..sim.loop import train_clients
 from .common import setup_for_run_config
+from .processes import process_start_time
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
 from .runconfig import attack_scale, client_id_from_node_config
 
 __all__ = ["make_client_app", "app"]
+
+
+def timings(t_handler: float, t_setup: float) -> dict[str, float]:
+    """Wall-clock times of this message's ClientApp process (for ``benchmarks/flower_round_time.py``):
+    process start, handler entry (after Python, imports and app loading), set-up built, reply ready."""
+    t_start = process_start_time()
+    return {
+        "t-process": t_start if t_start is not None else t_handler,
+        "t-handler": t_handler,
+        "t-setup": t_setup,
+        "t-trained": time.time(),
+    }
 
 
 def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
@@ -38,7 +52,9 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
     @client.train()
     def train(msg: Message, context: Context) -> Message:
         t0 = time.perf_counter()
+        t_handler = time.time()
         cfg, setup = setup_for_run_config(context.run_config, base_dir)
+        t_setup = time.time()
         cid = client_id_from_node_config(context.node_config, cfg)
         round_ = int(msg.content["config"]["server-round"])
         global_params = arrayrecord_to_flat(msg.content["arrays"], setup.layout)
@@ -54,6 +70,7 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
                 "malicious": int(malicious[0]),
                 "attack-scale": float(scale),
                 "train-s": round(time.perf_counter() - t0, 4),
+                **timings(t_handler, t_setup),
             }
         )
         content = RecordDict({"arrays": flat_to_arrayrecord(global_params + delta, setup.layout), "metrics": metrics})

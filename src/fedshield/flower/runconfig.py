@@ -8,6 +8,8 @@ Run-config keys (``[tool.flwr.app.config]`` of the app, overridable with ``flwr 
 
 ``fedshield-config``  a fedshield YAML path (absolute, relative to the app folder, or to the working directory),
                       or a built-in name (``demo``, ``synthetic3``)
+``fedshield-yaml``    a whole fedshield config as YAML text (wins over ``fedshield-config``; ``fedshield federate``
+                      puts the resolved config here so that remote SuperNodes need no file)
 ``fedshield-set``     ``;``-separated ``key=value`` overrides, as ``fedshield run --set`` (values are YAML)
 ``defense``           defense name overriding ``defense.name`` (``""``: keep the config's)
 ``defense-params``    JSON object overriding ``defense.params`` (``""``: keep; a new ``defense`` resets them)
@@ -22,6 +24,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
+
+import yaml
 
 from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict
 
@@ -73,8 +77,6 @@ def config_path_candidates(name: str, base_dir: str | Path | None) -> list[Path]
 
 
 def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
-    import yaml
-
     if not name:
         raise ConfigError("run config 'fedshield-config' is empty; give a YAML path or one of " + str(_names()))
     key = name.removeprefix("preset:")
@@ -96,6 +98,16 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
     )
 
 
+def _inline_dict(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"run config fedshield-yaml is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("run config fedshield-yaml: the top level of a config must be a mapping")
+    return data
+
+
 def _names() -> list[str]:
     return sorted([*PRESETS, "demo"])
 
@@ -107,7 +119,11 @@ def _str(rc: Mapping[str, Any], key: str) -> str:
 
 def experiment_from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None = None) -> ExperimentConfig:
     """The fedshield experiment a Flower run config describes (same result on the server and every client)."""
-    data = _base_dict(_str(run_config, "fedshield-config") or "synthetic3", base_dir)
+    inline = _str(run_config, "fedshield-yaml")
+    if inline:
+        data = _inline_dict(inline)
+    else:
+        data = _base_dict(_str(run_config, "fedshield-config") or "synthetic3", base_dir)
     sets = [s.strip() for s in _str(run_config, "fedshield-set").split(";") if s.strip()]
     data = apply_overrides(data, sets)
     defense = _str(run_config, "defense")

@@ -56,6 +56,15 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _timings(msg: Message) -> dict[str, float]:
+    """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them."""
+    metrics = msg.content.metric_records.get("metrics") if msg.has_content() else None
+    keys = ("t-process", "t-handler", "t-setup", "t-trained")
+    if metrics is None:
+        return {}
+    return {k.replace("-", "_"): float(metrics[k]) for k in keys if isinstance(metrics.get(k), (int, float))}
+
+
 class FedShieldStrategy(FedAvg):
     """FedAvg's sampling and messaging, fedshield's defense for aggregation.
 
@@ -169,6 +178,7 @@ class FedShieldStrategy(FedAvg):
         parsed: list[ParsedReply] = []
         dropped: list[dict[str, Any]] = []
         seen: set[int] = set()
+        timing: list[dict[str, Any]] = []
         for msg in replies:
             node_id = int(msg.metadata.src_node_id)
             try:
@@ -180,6 +190,7 @@ class FedShieldStrategy(FedAvg):
                 continue
             seen.add(p.client_id)
             parsed.append(p)
+            timing.append({"client_id": p.client_id, "node_id": node_id, **_timings(msg)})
         parsed.sort(key=lambda p: p.client_id)
 
         row: dict[str, Any] = {
@@ -230,6 +241,9 @@ class FedShieldStrategy(FedAvg):
                 "info": info,
                 "aggregate_s": round(t1 - t0, 4),
                 "round_s": round(t1 - self._t_configure, 4),
+                "t_sent": round(self._t_configure, 4),
+                "t_received": round(t0, 4),
+                "clients": timing,
             }
         )
         self.log_event("round", **row)
@@ -254,10 +268,15 @@ class FedShieldStrategy(FedAvg):
         return arrays, metrics
 
     # ------------------------------------------------------------------ evaluation
-    def server_evaluate_fn(self, evaluate: Callable[[Tensor], dict[str, float]]) -> Callable[[int, ArrayRecord], MetricRecord]:
-        """Wrap a fedshield evaluator (flat → {"ma", "ba"}) as Flower's ``evaluate_fn``; logs ``evaluate``."""
+    def server_evaluate_fn(
+        self, evaluate: Callable[[Tensor], dict[str, float]], every: int = 1, last_round: Optional[int] = None
+    ) -> Callable[[int, ArrayRecord], Optional[MetricRecord]]:
+        """Wrap a fedshield evaluator (flat → {"ma", "ba"}) as Flower's ``evaluate_fn``; logs ``evaluate``.
+        Evaluates the initial model (round 0), every ``every``-th round and ``last_round``, as the simulator."""
 
-        def fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        def fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
+            if server_round % every and server_round != last_round:
+                return None
             t0 = time.time()
             res = {k: float(v) for k, v in evaluate(arrayrecord_to_flat(arrays, self.layout)).items()}
             self.log_event("evaluate", round=server_round, **res, eval_s=round(time.time() - t0, 4))
