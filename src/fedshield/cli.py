@@ -162,8 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedshield", description="Backdoor attacks and defenses in federated learning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run one experiment from a YAML config")
-    r.add_argument("config")
+    r = sub.add_parser(
+        "run",
+        help="run one experiment from a YAML config",
+        description="Run one experiment in-process. Every config key, its default and allowed values: "
+        "docs/config.md; commented examples: configs/. FEDSHIELD_QUICK=1 shrinks any run to a smoke test.",
+    )
+    r.add_argument("config", help="experiment config (YAML; keys: docs/config.md)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
     r.add_argument("--out", help="output folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -7,6 +7,7 @@ rejected with the dotted key name and the allowed values. ``apply_overrides`` im
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -20,6 +21,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "dump_config",
+    "quick_limits",
 ]
 
 
@@ -200,8 +202,38 @@ def _format_errors(exc: ValidationError) -> str:
     return "invalid config:\n" + "\n".join(lines)
 
 
+QUICK_ENV = "FEDSHIELD_QUICK"
+
+
+def quick_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """``FEDSHIELD_QUICK=1``: the same experiment shrunk to a smoke test (docs/config.md): at most 2 rounds,
+    the attack from round 2 at the latest, 2,000 training and 500 test samples, a warm start of at most 1 round.
+    The resolved config records the shrunk values. Applying it twice changes nothing."""
+    out = copy.deepcopy(data or {})
+
+    def cap(section: Optional[str], key: str, limit: int, default: Any) -> None:
+        node = out if section is None else out.setdefault(section, {})
+        if not isinstance(node, dict):
+            return
+        value = node.get(key, default)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit):
+            node[key] = limit
+
+    cap(None, "rounds", 2, 30)
+    cap("data", "train_subset", 2000, None)
+    cap("eval", "test_subset", 500, None)
+    if isinstance(out.get("attack"), dict) and "start_round" in out["attack"]:
+        cap("attack", "start_round", 2, 1)
+    if isinstance(out.get("pretrain"), dict) and "rounds" in out["pretrain"]:
+        cap("pretrain", "rounds", 1, 0)
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a plain dict; raise :class:`ConfigError` naming each bad key."""
+    """Validate a plain dict; raise :class:`ConfigError` naming each bad key. With ``FEDSHIELD_QUICK=1`` in the
+    environment the experiment is first shrunk by :func:`quick_limits`."""
+    if os.environ.get(QUICK_ENV, "") not in ("", "0"):
+        data = quick_limits(data)
     try:
         return ExperimentConfig.model_validate(data or {})
     except ValidationError as exc:

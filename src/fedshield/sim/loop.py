@@ -21,6 +21,7 @@ from ..attacks import RoundState
 from ..defenses import RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
 from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
+from .progress import RoundProgress
 from .seeding import numpy_stream, torch_stream
 from .setup import Setup, build_setup
 
@@ -216,11 +217,7 @@ def run_experiment(
     atomic_write_text(out / "config.yaml", resolved)
     start_time = time.perf_counter()
 
-    bar = None
-    if progress and first <= cfg.rounds:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.rounds, initial=first - 1, desc=cfg.name, unit="round", dynamic_ncols=True)
+    bar = RoundProgress(cfg.name, cfg.rounds, first) if progress and first <= cfg.rounds else None
     for t in range(first, cfg.rounds + 1):
         params, row = run_round(setup, params, t)
         if t % cfg.eval.every == 0 or t == cfg.rounds:
@@ -246,9 +243,7 @@ def run_experiment(
             ckpt_path,
         )
         if bar is not None:
-            bar.update(1)
-            if not math.isnan(row["ma"]):
-                bar.set_postfix(MA=f"{row['ma']:.3f}", BA=f"{row['ba']:.3f}", acc=f"{row['accepted']}/{row['selected']}")
+            bar.update(row)
     if bar is not None:
         bar.close()
 
