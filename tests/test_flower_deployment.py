@@ -1,5 +1,5 @@
-"""``fedshield federate``: a real Flower deployment on loopback (a SuperLink and three SuperNodes as separate
-processes, one client doing model replacement ×20), FLAME for two rounds. Checked: the run folder holds the
+"""``fedshield federate``: a real Flower deployment on loopback (a SuperLink and SuperNodes as separate
+processes; 3 clients on 2 nodes, client 2 doing model replacement ×20), FLAME for two rounds. Checked: the run folder holds the
 simulator's files with the simulator's metrics columns, the attacker is rejected in every round, and no
 process the command started (seen by PID while it ran: SuperLink, SuperNodes, SuperExecs, ServerApp,
 ClientApps) is left running, after a normal end and after Ctrl-C. ~50 s on 2 cores.
@@ -62,12 +62,12 @@ def _start(out, *extra):
 
 def test_federate_writes_the_run_folder_rejects_the_attacker_and_stops_every_process(tmp_path):
     out = tmp_path / "run"
-    proc = _start(out)
+    proc = _start(out, "--nodes", "2")  # 3 clients on 2 nodes: node 0 hosts clients 0 and 2
     seen = _watch(proc)
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, output[-4000:]
     names = [name for name, _ in seen.values()]
-    assert names.count("flower-supernode") == 3 and "flower-superlink" in names, names
+    assert names.count("flower-supernode") == 2 and "flower-superlink" in names, names
     assert "flwr-clientapp" in names and "flwr-serverapp" in names, names
     assert _survivors(seen) == {}, "processes left running"
 
@@ -110,10 +110,11 @@ def test_federate_ctrl_c_stops_every_process(tmp_path):
     assert _survivors(seen) == {}, "processes left running after Ctrl-C"
 
 
-def test_federate_refuses_a_node_count_other_than_the_clients(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "fedshield", "federate", str(CONFIG), "--nodes", "2", "--out",
+def test_federate_refuses_more_nodes_than_clients(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "fedshield", "federate", str(CONFIG), "--nodes", "4", "--out",
                         str(tmp_path / "x")], env=_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and "num_clients=3" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything was started or written
 
 
 @pytest.mark.skipif(os.environ.get("FEDSHIELD_FLOWER_SIM") != "1", reason="Ray simulation (~45 s, ~2 GB): set FEDSHIELD_FLOWER_SIM=1")

@@ -114,3 +114,35 @@ def test_remote_supernode_commands_name_the_superlink_and_the_partition(tmp_path
     assert len(cmds) == 2
     assert "--superlink 10.0.0.5:9555" in cmds[1] and "'partition-id=1 num-partitions=2'" in cmds[1]
     assert "FLWR_HOME=" in cmds[0] and "flower-supernode --insecure" in cmds[0]
+
+
+def test_clients_map_to_the_node_of_their_partition():
+    from fedshield.flower.placement import clients_to_nodes
+
+    # nodes 11, 22 are partitions 1 and 0 of 2: client c goes to partition c mod 2
+    assert clients_to_nodes({11: (1, 2), 22: (0, 2)}, 5) == {0: 22, 1: 11, 2: 22, 3: 11, 4: 22}
+    with pytest.raises(RuntimeError, match="claimed by nodes"):
+        clients_to_nodes({1: (0, 2), 2: (0, 2)}, 4)
+    with pytest.raises(RuntimeError, match=r"no SuperNode has partition-id \[1\]"):
+        clients_to_nodes({1: (0, 2)}, 4)
+    with pytest.raises(RuntimeError, match="disagree"):
+        clients_to_nodes({1: (0, 2), 2: (1, 3)}, 4)
+    with pytest.raises(RuntimeError, match="between 1 and num_clients"):
+        clients_to_nodes({1: (0, 5)}, 4)
+
+
+def test_a_node_trains_only_the_clients_it_hosts():
+    from fedshield.config import ConfigError
+    from fedshield.flower.runconfig import client_id_for_message, hosted_clients
+
+    cfg = load_config(CONFIG, ["num_clients=5", "clients_per_round=5"])
+    node = {"partition-id": 1, "num-partitions": 2}
+    assert hosted_clients(node, cfg) == [1, 3]
+    assert client_id_for_message(node, cfg, 3) == 3
+    with pytest.raises(ConfigError, match="client-id=2 is not hosted"):
+        client_id_for_message(node, cfg, 2)
+    with pytest.raises(ConfigError, match="the server must name one"):
+        client_id_for_message(node, cfg, None)
+    assert client_id_for_message({"partition-id": 4, "num-partitions": 5}, cfg, None) == 4  # one client per node
+    with pytest.raises(ConfigError, match="num-partitions=6"):
+        hosted_clients({"partition-id": 0, "num-partitions": 6}, cfg)

@@ -1,8 +1,10 @@
-"""The Flower ClientApp: one SuperNode = one fedshield client, trained by the simulator's own code.
+"""The Flower ClientApp: a SuperNode hosts one or more fedshield clients, trained by the simulator's own code.
 
-The node's ``partition-id`` is its fedshield client id (``num-partitions`` must equal the config's
-``num_clients``), and the partition comes from ``build_setup`` on the same config, so node p holds exactly the
-simulator's client p. Training calls :func:`fedshield.sim.loop.train_clients` for ``[cid]`` in the server's
+A node hosts the clients of its ``partition-id`` (one client when ``num-partitions`` equals the config's
+``num_clients``, else every client c with c mod ``num-partitions`` = ``partition-id``; see
+:func:`~fedshield.flower.runconfig.hosted_clients`); a message names its client (``client-id`` in its
+ConfigRecord) unless the node hosts one. A ``query`` message answers the node's partition. Client c's data
+comes from ``build_setup`` on the same config, so it is exactly the simulator's client c. Training calls :func:`fedshield.sim.loop.train_clients` for ``[cid]`` in the server's
 round: the client trains benignly, or runs the configured attack if the config lists it as an attacker.
 
 ``attack-scale`` (node config, else run config; default 1) is a stand-in for model replacement until the
@@ -28,7 +30,7 @@ from ..sim.loop import train_clients
 from .common import setup_for_run_config
 from .processes import process_start_time
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
-from .runconfig import attack_scale, client_id_from_node_config
+from .runconfig import attack_scale, client_id_for_message
 
 __all__ = ["make_client_app", "app"]
 
@@ -55,7 +57,7 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
         t_handler = time.time()
         cfg, setup = setup_for_run_config(context.run_config, base_dir)
         t_setup = time.time()
-        cid = client_id_from_node_config(context.node_config, cfg)
+        cid = client_id_for_message(context.node_config, cfg, msg.content["config"].get("client-id"))
         round_ = int(msg.content["config"]["server-round"])
         global_params = arrayrecord_to_flat(msg.content["arrays"], setup.layout)
         updates, malicious, sizes = train_clients(setup, global_params, [cid], round_)
@@ -80,11 +82,19 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         """Accuracy of the received model on this client's own partition (federated evaluation, optional)."""
         cfg, setup = setup_for_run_config(context.run_config, base_dir)
-        cid = client_id_from_node_config(context.node_config, cfg)
+        config = msg.content.config_records.get("config")
+        cid = client_id_for_message(context.node_config, cfg, config.get("client-id") if config is not None else None)
         model = setup.model_fn()
         load_flat_params(model, arrayrecord_to_flat(msg.content["arrays"], setup.layout))
         x, y = setup.client_data(cid)
         metrics = MetricRecord({"num-examples": int(len(y)), "accuracy": accuracy(model, x, y, cfg.eval.batch_size)})
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    @client.query()
+    def query(msg: Message, context: Context) -> Message:
+        """Which partition this node is (the server maps clients to nodes with it)."""
+        node = context.node_config
+        metrics = MetricRecord({k: int(node[k]) for k in ("partition-id", "num-partitions") if k in node})
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
     return client

@@ -1,7 +1,7 @@
 """``fedshield federate``: one experiment as a real Flower deployment, written to the simulator's run folder.
 
-:func:`federate` starts a SuperLink and one SuperNode per client (:class:`~fedshield.flower.federation.Federation`),
-writes a Flower app for the experiment (``<out>/flower/app/pyproject.toml``: the resolved config travels
+:func:`federate` starts a SuperLink and SuperNodes that host the clients (node i: clients c ≡ i mod N;
+:class:`~fedshield.flower.federation.Federation`), writes a Flower app for the experiment (``<out>/flower/app/pyproject.toml``: the resolved config travels
 inside the app, so SuperNodes on other machines get it from the SuperLink), runs it with ``flwr run``, prints
 one line per round from the strategy's JSON-lines log, and finally writes what ``fedshield run`` writes:
 ``config.yaml``, ``metrics.csv`` (the simulator's columns, plus ``dropped`` and ``rejected_clients``),
@@ -55,6 +55,10 @@ clientapp = "fedshield.flower.client_app:app"
 
 [tool.flwr.app.config]
 """
+
+
+DEFAULT_MAX_NODES = 4
+"""Default SuperNodes on one machine: one per client, at most this many (each is two processes)."""
 
 
 class FederateError(RuntimeError):
@@ -148,22 +152,23 @@ def federate(
     port: int = 0,
     advertise: Optional[str] = None,
     timeout: float = 3600.0,
+    reply_poll: float = 0.1,
     log: Callable[[str], None] = print,
     on_start: Optional[Callable[[Federation], None]] = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` on a Flower deployment and write its run folder ``out``; returns the summary.
 
-    ``nodes``: SuperNodes, one per client (default and only value accepted: ``cfg.num_clients``).
+    ``nodes``: SuperNodes (1 … ``num_clients``; default one per client, at most :data:`DEFAULT_MAX_NODES`);
+    node i hosts the clients c with c mod nodes = i. Each round trains the simulator's selection of clients
+    (seeded, the same clients as ``fedshield run``), one message per client to the node hosting it.
     ``superlink_only``: start only the SuperLink on ``host:port`` and print the SuperNode commands, using
     ``advertise`` (default: this machine's address) as the address nodes connect to. ``on_start`` is called
-    with the started :class:`Federation` (tests use it to see the PIDs).
+    with the started :class:`Federation` (tests use it to see the PIDs). ``reply_poll``: seconds between the
+    ServerApp's pulls for replies (Flower's own grid waits 3 s).
     """
-    nodes = cfg.num_clients if nodes is None else nodes
-    if nodes != cfg.num_clients:
-        raise ConfigError(
-            f"--nodes {nodes}: federate runs one SuperNode per client and the config has num_clients="
-            f"{cfg.num_clients}; use --nodes {cfg.num_clients} or --set num_clients={nodes} (and clients_per_round)"
-        )
+    nodes = min(cfg.num_clients, DEFAULT_MAX_NODES) if nodes is None else nodes
+    if not 1 <= nodes <= cfg.num_clients:
+        raise ConfigError(f"--nodes {nodes}: must be between 1 and the config's num_clients={cfg.num_clients}")
     if cfg.pretrain.rounds:
         raise ConfigError("pretrain.rounds: a warm start is not supported by federate yet; use --set pretrain.rounds=0")
     out = Path(out)
@@ -180,13 +185,14 @@ def federate(
         cfg,
         {
             "num-server-rounds": cfg.rounds,
-            "fraction-train": cfg.clients_per_round / cfg.num_clients,
+            "client-selection": "fedshield",
             "fraction-evaluate": 0.0,
             "min-nodes": nodes,
             "server-eval": True,
             "log-file": str(rounds_log),
             "save-model": str((out / "final_model.pt").resolve()),
             "round-timeout": float(timeout),
+            "reply-poll": float(reply_poll),
         },
     )
     fed = Federation(work, num_nodes=nodes, host=host, port=port)

@@ -33,6 +33,8 @@ __all__ = [
     "PRESETS",
     "experiment_from_run_config",
     "client_id_from_node_config",
+    "client_id_for_message",
+    "hosted_clients",
     "attack_scale",
     "config_path_candidates",
 ]
@@ -153,21 +155,41 @@ def experiment_from_run_config(run_config: Mapping[str, Any], base_dir: str | Pa
     return config_from_dict(data)
 
 
-def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> int:
-    """fedshield client id of a SuperNode: its ``partition-id`` (``num-partitions`` must equal ``num_clients``,
-    so that partition p holds exactly the samples of the simulator's client p)."""
+def hosted_clients(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> list[int]:
+    """The fedshield clients a SuperNode hosts: node ``partition-id`` p of ``num-partitions`` P (1 ≤ P ≤
+    ``num_clients``, default ``num_clients``) hosts the clients c with c mod P = p, each on the simulator's
+    partition of client c. P = ``num_clients`` is one client per node (client p)."""
     if "partition-id" not in node_config:
         raise ConfigError("node config has no 'partition-id'; start the SuperNode with --node-config 'partition-id=…'")
     pid = int(node_config["partition-id"])
     nparts = int(node_config.get("num-partitions", cfg.num_clients))
-    if nparts != cfg.num_clients:
+    if not 1 <= nparts <= cfg.num_clients:
         raise ConfigError(
-            f"node config num-partitions={nparts} but the fedshield config has num_clients={cfg.num_clients}; "
-            "they must match so that partition p is the simulator's client p"
+            f"node config num-partitions={nparts} must be between 1 and the config's num_clients={cfg.num_clients}"
         )
-    if not 0 <= pid < cfg.num_clients:
-        raise ConfigError(f"node config partition-id={pid} outside 0..{cfg.num_clients - 1}")
-    return pid
+    if not 0 <= pid < nparts:
+        raise ConfigError(f"node config partition-id={pid} outside 0..{nparts - 1}")
+    return list(range(pid, cfg.num_clients, nparts))
+
+
+def client_id_for_message(node_config: Mapping[str, Any], cfg: ExperimentConfig, requested: Any = None) -> int:
+    """The client a train/evaluate message is for: the server's ``client-id`` (which this node must host), or,
+    when the server names none, the node's only client."""
+    hosted = hosted_clients(node_config, cfg)
+    if requested is None:
+        if len(hosted) != 1:
+            raise ConfigError(
+                f"this node hosts {len(hosted)} clients ({hosted[:5]}…); the server must name one ('client-id')"
+            )
+        return hosted[0]
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested not in hosted:
+        raise ConfigError(f"client-id={requested!r} is not hosted by this node (it hosts {hosted[:5]}…)")
+    return int(requested)
+
+
+def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> int:
+    """fedshield client id of a one-client SuperNode: its ``partition-id`` (see :func:`hosted_clients`)."""
+    return client_id_for_message(node_config, cfg, None)
 
 
 def attack_scale(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> float:

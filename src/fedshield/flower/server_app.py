@@ -12,11 +12,15 @@ Run-config keys besides those of :mod:`fedshield.flower.runconfig`:
 ``save-model``        ``torch.save`` the final flat model and layout names here (``""``: don't)
 ``round-timeout``     seconds to wait for replies in a round (default 3600)
 ``reply-poll``        seconds between the ServerApp's pulls for replies (default 0.1; Flower's own grid: 3)
+``client-selection``  ``flower`` (default): FedAvg samples ``fraction-train`` of the nodes, each node is one
+                      client; ``fedshield``: the simulator's seeded selection of ``clients_per_round`` clients
+                      each round, one message per client to the node hosting it (nodes may host several)
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +29,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from ..defenses import DefenseContext, build_defense
+from ..sim.loop import select_clients
 from .common import setup_for_run_config
+from .placement import discover_client_nodes
 from .polling import PollingGrid
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
 from .strategy import FedShieldStrategy
@@ -52,6 +58,7 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
             device=cfg.device,
         ),
     )
+    polling = PollingGrid(grid, float(_get(rc, "reply-poll", 0.1)))
     rounds = int(_get(rc, "num-server-rounds", 0)) or cfg.rounds
     min_nodes = int(_get(rc, "min-nodes", 0)) or cfg.num_clients
     fraction_train = float(_get(rc, "fraction-train", 1.0))
@@ -82,12 +89,18 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
         num_clients=cfg.num_clients,
         dim=setup.layout.dim,
     )
+    if str(_get(rc, "client-selection", "flower")) == "fedshield":
+        strategy.select_clients = partial(select_clients, cfg, setup.attackers)
+        strategy.client_nodes = discover_client_nodes(
+            polling, cfg.num_clients, min_nodes, float(_get(rc, "round-timeout", 3600.0))
+        )
+        strategy.log_event("placement", client_nodes=strategy.client_nodes)
     evaluate_fn = None
     if bool(_get(rc, "server-eval", True)):
         evaluate_fn = strategy.server_evaluate_fn(setup.evaluator.evaluate, cfg.eval.every, rounds)
     t0 = time.time()
     result = strategy.start(
-        grid=PollingGrid(grid, float(_get(rc, "reply-poll", 0.1))),
+        grid=polling,
         initial_arrays=flat_to_arrayrecord(setup.initial_params, setup.layout),
         num_rounds=rounds,
         timeout=float(_get(rc, "round-timeout", 3600.0)),

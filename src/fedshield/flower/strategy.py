@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
@@ -83,6 +83,11 @@ class FedShieldStrategy(FedAvg):
         its node id instead.
     log_path:
         JSON-lines file (appended): ``start``, one ``round`` and ``evaluate`` line per round, ``finish``.
+    select_clients, client_nodes:
+        optional: the clients of round t (``select_clients(t)``, e.g. the simulator's seeded selection) and the
+        node hosting each (client id → node id, :func:`~fedshield.flower.placement.discover_client_nodes`);
+        then each round sends one message per selected client, naming it (``client-id``), instead of
+        FedAvg's random node sampling. ``client_nodes`` may be filled after construction.
     **fedavg_kwargs:
         passed to Flower's ``FedAvg`` (``fraction_train``, ``min_available_nodes`` …).
     """
@@ -96,9 +101,13 @@ class FedShieldStrategy(FedAvg):
         attack_start_round: int = 1,
         num_clients: Optional[int] = None,
         log_path: str | Path | None = None,
+        select_clients: Optional[Callable[[int], Sequence[int]]] = None,
+        client_nodes: Optional[dict[int, int]] = None,
         **fedavg_kwargs: Any,
     ):
         super().__init__(**fedavg_kwargs)
+        self.select_clients = select_clients
+        self.client_nodes: dict[int, int] = dict(client_nodes or {})
         self.defense = defense
         self.layout = layout
         self.seed = int(seed)
@@ -134,7 +143,16 @@ class FedShieldStrategy(FedAvg):
         self._global = arrayrecord_to_flat(arrays, self.layout)  # the model the clients start from
         self._global_round = server_round
         self._t_configure = time.time()
-        return super().configure_train(server_round, arrays, config, grid)
+        if self.select_clients is None:
+            return super().configure_train(server_round, arrays, config, grid)
+        messages = []
+        for cid in self.select_clients(server_round):
+            if cid not in self.client_nodes:
+                raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
+            record = ConfigRecord({**dict(config), "server-round": server_round, "client-id": int(cid)})
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
+            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.client_nodes[cid]))
+        return messages
 
     def _client_id(self, metrics: Optional[MetricRecord], node_id: int) -> int:
         if metrics is not None and "client-id" in metrics:
