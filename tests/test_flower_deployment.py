@@ -40,8 +40,8 @@ def _watch(proc, until=None, seen=None):
     seen = {} if seen is None else seen
     while proc.poll() is None:
         for pid in descendants(proc.pid):
-            args = cmdline(pid)
-            if args and pid not in seen:
+            args = cmdline(pid)  # the latest: a child shows its parent's command line until it execs
+            if args:
                 seen[pid] = (Path(args[1] if Path(args[0]).name.startswith("python") and len(args) > 1 else args[0]).name, args)
         if until is not None and until(seen):
             break
@@ -68,7 +68,7 @@ def test_federate_writes_the_run_folder_rejects_the_attacker_and_stops_every_pro
     assert proc.returncode == 0, output[-4000:]
     names = [name for name, _ in seen.values()]
     assert names.count("flower-supernode") == 2 and "flower-superlink" in names, names
-    assert "flwr-clientapp" in names and "flwr-serverapp" in names, names
+    assert "flwr-clientapp" in names and "flwr-serverapp" in names, sorted(set(names))
     assert _survivors(seen) == {}, "processes left running"
 
     # one progress line per round, plain lines (no carriage returns)
@@ -86,14 +86,19 @@ def test_federate_writes_the_run_folder_rejects_the_attacker_and_stops_every_pro
     assert summary["engine"] == "flower" and summary["rounds_done"] == 2
     assert summary["malicious_accepted_share"] == 0.0 and summary["benign_accepted_share"] == 1.0
 
-    # the simulator's columns are all there (a 1-round in-process run of the same config)
+    # the in-process simulator on the same config: same columns, same clients, same decisions, same accuracy
+    # (the local models cross the wire as float32 W = G + delta, so the models differ by rounding only)
     sim = tmp_path / "sim"
-    subprocess.run([sys.executable, "-m", "fedshield", "run", str(CONFIG), "--set", "rounds=1", *REPLACEMENT,
+    subprocess.run([sys.executable, "-m", "fedshield", "run", str(CONFIG), "--set", "rounds=2", *REPLACEMENT,
                     "--out", str(sim), "--quiet"], env=_env(), check=True, capture_output=True, stdin=subprocess.DEVNULL)
     with open(sim / "metrics.csv") as f:
-        sim_columns = set(next(csv.reader(f)))
-    assert sim_columns <= set(rows[0]), sim_columns - set(rows[0])
+        sim_rows = list(csv.DictReader(f))
+    assert set(sim_rows[0]) <= set(rows[0]), set(sim_rows[0]) - set(rows[0])
     assert set(json.loads((sim / "summary.json").read_text())) <= set(summary)
+    for fl, si in zip(rows, sim_rows):
+        assert [fl[k] for k in ("selected", "accepted", "tp", "fp", "tn", "fn")] == \
+            [si[k] for k in ("selected", "accepted", "tp", "fp", "tn", "fn")]
+        assert abs(float(fl["ma"]) - float(si["ma"])) <= 0.01 and abs(float(fl["ba"]) - float(si["ba"])) <= 0.01
 
 
 def test_federate_ctrl_c_stops_every_process(tmp_path):
@@ -107,6 +112,43 @@ def test_federate_ctrl_c_stops_every_process(tmp_path):
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output[-3000:]
     assert "interrupted" in output
+    assert _survivors(seen) == {}, "processes left running after Ctrl-C"
+
+
+def test_superlink_only_prints_node_commands_that_connect(tmp_path):
+    """The two-step recipe: the printed command of a node (run here as if on another machine) connects to the
+    SuperLink; then Ctrl-C on the server stops the SuperLink and everything it started."""
+    proc = _start(tmp_path / "run", "--superlink-only", "--nodes", "2", "--advertise", "127.0.0.1")
+    commands = []
+    for line in proc.stdout:
+        if line.strip().startswith("node "):
+            commands.append(line.split(":", 1)[1].strip())
+        if len(commands) == 2:
+            break
+    assert len(commands) == 2 and "partition-id=1 num-partitions=2" in commands[1], commands
+    seen = _watch(proc, until=lambda s: "flower-superlink" in [n for n, _ in s.values()])
+    env = dict(_env(), HOME=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    node = subprocess.Popen(["bash", "-c", commands[0]], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        log = ""
+        for line in node.stdout:  # the node prints its id once the SuperLink accepted it
+            log += line
+            if "SuperNode ID" in line:
+                break
+        assert "SuperNode ID" in log, log[-3000:]
+    finally:
+        _watch(proc, until=lambda s: True, seen=seen)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0]
+        node_pids = descendants(node.pid) + [node.pid]
+        for pid in node_pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        node.wait(timeout=30)
+    assert proc.returncode == 130, output[-3000:]
     assert _survivors(seen) == {}, "processes left running after Ctrl-C"
 
 

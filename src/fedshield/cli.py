@@ -58,7 +58,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(cfg.name + "-flower")
     try:
         summary = federate(cfg, out, nodes=args.nodes, superlink_only=args.superlink_only, host=args.host,
-                           port=args.port, advertise=args.advertise)
+                           port=args.port, advertise=args.advertise, log=lambda line: print(line, flush=True))
     except FederateError as exc:
         print(f"fedshield: error: {exc}", file=sys.stderr)
         return 1
@@ -178,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     fd = sub.add_parser(
         "federate",
         help="run one experiment as a real Flower deployment (SuperLink + SuperNodes as processes)",
-        description="Run the experiment on Flower: a SuperLink and one SuperNode per client on this machine "
-        "(loopback, free ports), or with --superlink-only only the SuperLink, printing the command each node "
+        description="Run the experiment on Flower: a SuperLink and SuperNodes hosting the clients on this "
+        "machine (loopback, free ports), or with --superlink-only only the SuperLink, printing the command each node "
         "runs on its machine. Writes the same run folder as `fedshield run`. See docs/flower.md.",
     )
     fd.add_argument("config", help="experiment config (YAML; keys: docs/config.md)")
-    fd.add_argument("--nodes", type=int, help="SuperNodes, one per client (default: the config's num_clients)")
+    fd.add_argument("--nodes", type=int, help="SuperNodes; node i hosts the clients c with c mod N = i (default: one per client, at most 4)")
     fd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
     fd.add_argument("--out", help="output folder (default runs/NAME-flower-TIMESTAMP)")
     fd.add_argument("--superlink-only", action="store_true",

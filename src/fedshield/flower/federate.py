@@ -1,10 +1,11 @@
 """``fedshield federate``: one experiment as a real Flower deployment, written to the simulator's run folder.
 
-:func:`federate` starts a SuperLink and SuperNodes that host the clients (node i: clients c ≡ i mod N;
-:class:`~fedshield.flower.federation.Federation`), writes a Flower app for the experiment (``<out>/flower/app/pyproject.toml``: the resolved config travels
-inside the app, so SuperNodes on other machines get it from the SuperLink), runs it with ``flwr run``, prints
-one line per round from the strategy's JSON-lines log, and finally writes what ``fedshield run`` writes:
-``config.yaml``, ``metrics.csv`` (the simulator's columns, plus ``dropped`` and ``rejected_clients``),
+:func:`federate` starts a SuperLink and N SuperNodes, node i hosting the clients c with c mod N = i
+(:class:`~fedshield.flower.federation.Federation`), writes a Flower app for the experiment
+(``<out>/flower/app/pyproject.toml``: the resolved config travels inside the app, so SuperNodes on other
+machines get it from the SuperLink), runs it with ``flwr run`` (each round trains the simulator's selection
+of clients), prints one line per round from the strategy's JSON-lines log, and finally writes what
+``fedshield run`` writes: ``config.yaml``, ``metrics.csv`` (the simulator's columns, plus ``dropped`` and ``rejected_clients``),
 ``summary.json`` (plus ``engine: flower`` and ``nodes``), ``metrics.png`` and ``final_model.pt``. There is no
 ``checkpoint.pt``: a federated run cannot be resumed. Every process it started is stopped by PID when it
 ends, fails, or is interrupted (SIGINT / SIGTERM).
@@ -154,7 +155,6 @@ def federate(
     timeout: float = 3600.0,
     reply_poll: float = 0.1,
     log: Callable[[str], None] = print,
-    on_start: Optional[Callable[[Federation], None]] = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` on a Flower deployment and write its run folder ``out``; returns the summary.
 
@@ -162,9 +162,8 @@ def federate(
     node i hosts the clients c with c mod nodes = i. Each round trains the simulator's selection of clients
     (seeded, the same clients as ``fedshield run``), one message per client to the node hosting it.
     ``superlink_only``: start only the SuperLink on ``host:port`` and print the SuperNode commands, using
-    ``advertise`` (default: this machine's address) as the address nodes connect to. ``on_start`` is called
-    with the started :class:`Federation` (tests use it to see the PIDs). ``reply_poll``: seconds between the
-    ServerApp's pulls for replies (Flower's own grid waits 3 s).
+    ``advertise`` (default: this machine's address) as the address nodes connect to. ``reply_poll``: seconds
+    between the ServerApp's pulls for replies (Flower's own grid waits 3 s).
     """
     nodes = min(cfg.num_clients, DEFAULT_MAX_NODES) if nodes is None else nodes
     if not 1 <= nodes <= cfg.num_clients:
@@ -208,15 +207,15 @@ def federate(
             log(f"the run starts when {nodes} SuperNodes have connected")
         else:
             fed.start_supernodes()
-        if on_start is not None:
-            on_start(fed)
         proc = fed.launch(app)
         shown = 0
         while True:
             done = proc.poll() is not None
             rows = rows_from_log(_events(rounds_log))
             for row in rows[shown:]:
-                if not math.isnan(row["ma"]) or done:
+                t = row["round"]
+                evaluated_later = t % cfg.eval.every == 0 or t == cfg.rounds
+                if not math.isnan(row["ma"]) or not evaluated_later or done:
                     log(_round_line(row, cfg.rounds, time.perf_counter() - t0))
                     shown += 1
                 else:
