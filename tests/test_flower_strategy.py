@@ -232,3 +232,32 @@ def test_attack_scale_stand_in_scales_only_attackers(setup):
         got = arrayrecord_to_flat(reply.content["arrays"], s.layout) - s.initial_params
         assert torch.allclose(got, expect * updates[0], atol=1e-5)
         assert reply.content["metrics"]["malicious"] == int(pid == 2)
+
+
+def test_selected_clients_go_to_their_nodes_in_one_message_each_and_come_back_one_by_one(setup, tmp_path):
+    """``select_clients`` + ``client_nodes``: one message per node naming its clients; a multi-client reply
+    is split per client, and one bad client is dropped without the others."""
+    cfg, s = setup
+    strategy = _strategy(setup, tmp_path, "fedavg", select_clients=lambda t: [2, 0, 1],
+                         client_nodes={0: 21, 1: 22, 2: 21})
+    instr = _instructions(strategy, setup, [21, 22])
+    assert sorted(instr) == [21, 22]
+    assert list(instr[21].content["config"]["client-ids"]) == [0, 2]
+    assert list(instr[22].content["config"]["client-ids"]) == [1]
+    g = s.initial_params
+    w = {c: g + 0.01 * (c + 1) * torch.ones(s.layout.dim) for c in range(3)}
+    both = RecordDict({
+        "arrays.0": flat_to_arrayrecord(w[0], s.layout), "metrics.0": MetricRecord({"num-examples": 10, "client-id": 0}),
+        "arrays.2": flat_to_arrayrecord(w[2], s.layout), "metrics.2": MetricRecord({"num-examples": 30, "client-id": 2}),
+    })
+    wrong_id = RecordDict({"arrays.1": flat_to_arrayrecord(w[1], s.layout),
+                           "metrics.1": MetricRecord({"num-examples": 20, "client-id": 2})})
+    replies = [_reply(instr[21], both), _reply(instr[22], wrong_id)]
+    for r, node in zip(replies, (21, 22)):
+        r.metadata.__dict__["_src_node_id"] = node
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    row = strategy.history[-1]
+    assert row["accepted_client_ids"] == [0, 2]
+    assert row["dropped"] == [{"node_id": 22, "client_id": 1, "reason": "arrays of client 1 carry client-id 2"}]
+    expected = g + (10 * (w[0] - g) + 30 * (w[2] - g)) / 40  # FedAvg weighted by num-examples
+    assert torch.allclose(arrayrecord_to_flat(arrays, s.layout), expected, atol=1e-6)

@@ -2,17 +2,20 @@
 
 A node hosts the clients of its ``partition-id`` (one client when ``num-partitions`` equals the config's
 ``num_clients``, else every client c with c mod ``num-partitions`` = ``partition-id``; see
-:func:`~fedshield.flower.runconfig.hosted_clients`); a message names its client (``client-id`` in its
-ConfigRecord) unless the node hosts one. A ``query`` message answers the node's partition. Client c's data
-comes from ``build_setup`` on the same config, so it is exactly the simulator's client c. Training calls :func:`fedshield.sim.loop.train_clients` for ``[cid]`` in the server's
-round: the client trains benignly, or runs the configured attack if the config lists it as an attacker.
+:func:`~fedshield.flower.runconfig.hosted_clients`). A train message names its clients in its ConfigRecord:
+``client-ids`` (several, trained in this one process, as the simulator trains a round), ``client-id``, or
+none when the node hosts a single client. A ``query`` message answers the node's partition. Client c's data
+comes from ``build_setup`` on the same config, so it is exactly the simulator's client c. Training calls
+:func:`fedshield.sim.loop.train_clients` in the server's round: a client trains benignly, or runs the
+configured attack if the config lists it as an attacker.
 
 ``attack-scale`` (node config, else run config; default 1) is a stand-in for model replacement until the
 attack registry has a scaling attack: a malicious client's update Δ is sent as ``scale · Δ``.
 
 Reply: ``arrays`` = the local model W = G + Δ (one array per layout tensor), ``metrics`` = ``num-examples``,
 ``client-id``, ``malicious`` (0/1, informational), ``attack-scale``, ``train-s``, and the wall-clock times
-``t-process``, ``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`).
+``t-process``, ``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`); for ``client-ids``, one
+``arrays.<cid>`` / ``metrics.<cid>`` pair per client.
 """
 
 from __future__ import annotations
@@ -57,25 +60,31 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
         t_handler = time.time()
         cfg, setup = setup_for_run_config(context.run_config, base_dir)
         t_setup = time.time()
-        cid = client_id_for_message(context.node_config, cfg, msg.content["config"].get("client-id"))
-        round_ = int(msg.content["config"]["server-round"])
+        config = msg.content["config"]
+        several = "client-ids" in config  # the server's selection of this node's clients, in one message
+        requested = list(config["client-ids"]) if several else [config.get("client-id")]
+        cids = [client_id_for_message(context.node_config, cfg, c) for c in requested]
+        round_ = int(config["server-round"])
         global_params = arrayrecord_to_flat(msg.content["arrays"], setup.layout)
-        updates, malicious, sizes = train_clients(setup, global_params, [cid], round_)
-        delta = updates[0]
-        scale = attack_scale(context.node_config, context.run_config) if malicious[0] else 1.0
-        if scale != 1.0:
-            delta = delta * scale
-        metrics = MetricRecord(
-            {
-                "num-examples": int(sizes[0]),
-                "client-id": cid,
-                "malicious": int(malicious[0]),
-                "attack-scale": float(scale),
-                "train-s": round(time.perf_counter() - t0, 4),
-                **timings(t_handler, t_setup),
-            }
-        )
-        content = RecordDict({"arrays": flat_to_arrayrecord(global_params + delta, setup.layout), "metrics": metrics})
+        updates, malicious, sizes = train_clients(setup, global_params, cids, round_)
+        content = RecordDict()
+        for cid, delta, bad, size in zip(cids, updates, malicious, sizes):
+            scale = attack_scale(context.node_config, context.run_config) if bad else 1.0
+            if scale != 1.0:
+                delta = delta * scale
+            metrics = MetricRecord(
+                {
+                    "num-examples": int(size),
+                    "client-id": cid,
+                    "malicious": int(bad),
+                    "attack-scale": float(scale),
+                    "train-s": round(time.perf_counter() - t0, 4),
+                    **timings(t_handler, t_setup),
+                }
+            )
+            suffix = f".{cid}" if several else ""
+            content[f"arrays{suffix}"] = flat_to_arrayrecord(global_params + delta, setup.layout)
+            content[f"metrics{suffix}"] = metrics
         return Message(content, reply_to=msg)
 
     @client.evaluate()

@@ -56,9 +56,8 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _timings(msg: Message) -> dict[str, float]:
+def _timings(metrics: Optional[MetricRecord]) -> dict[str, float]:
     """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them."""
-    metrics = msg.content.metric_records.get("metrics") if msg.has_content() else None
     keys = ("t-process", "t-handler", "t-setup", "t-trained")
     if metrics is None:
         return {}
@@ -86,8 +85,8 @@ class FedShieldStrategy(FedAvg):
     select_clients, client_nodes:
         optional: the clients of round t (``select_clients(t)``, e.g. the simulator's seeded selection) and the
         node hosting each (client id → node id, :func:`~fedshield.flower.placement.discover_client_nodes`);
-        then each round sends one message per selected client, naming it (``client-id``), instead of
-        FedAvg's random node sampling. ``client_nodes`` may be filled after construction.
+        then each round sends one message per node naming its selected clients (``client-ids``), instead of
+        FedAvg's random node sampling; the node answers ``arrays.<cid>`` / ``metrics.<cid>`` per client. ``client_nodes`` may be filled after construction.
     **fedavg_kwargs:
         passed to Flower's ``FedAvg`` (``fraction_train``, ``min_available_nodes`` …).
     """
@@ -145,13 +144,16 @@ class FedShieldStrategy(FedAvg):
         self._t_configure = time.time()
         if self.select_clients is None:
             return super().configure_train(server_round, arrays, config, grid)
-        messages = []
-        for cid in self.select_clients(server_round):
+        per_node: dict[int, list[int]] = {}
+        for cid in sorted(self.select_clients(server_round)):
             if cid not in self.client_nodes:
                 raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
-            record = ConfigRecord({**dict(config), "server-round": server_round, "client-id": int(cid)})
+            per_node.setdefault(self.client_nodes[cid], []).append(int(cid))
+        messages = []
+        for node, cids in per_node.items():  # one message (one ClientApp process) per node and round
+            record = ConfigRecord({**dict(config), "server-round": server_round, "client-ids": cids})
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
-            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.client_nodes[cid]))
+            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
         return messages
 
     def _client_id(self, metrics: Optional[MetricRecord], node_id: int) -> int:
@@ -171,7 +173,10 @@ class FedShieldStrategy(FedAvg):
             raise MalformedReply(f"error reply (code {err.code}): {err.reason}")
         if not msg.has_content():
             raise MalformedReply("reply has no content")
-        content = msg.content
+        return self.parse_content(node_id, msg.content)
+
+    def parse_content(self, node_id: int, content: RecordDict) -> ParsedReply:
+        """One client's ArrayRecord and MetricRecord → :class:`ParsedReply`; :class:`MalformedReply` if unusable."""
         record = content.array_records.get(self.arrayrecord_key)
         if record is None:
             if len(content.array_records) != 1:
@@ -188,6 +193,36 @@ class FedShieldStrategy(FedAvg):
         local = arrayrecord_to_flat(record, self.layout)
         return ParsedReply(node_id, self._client_id(metrics, node_id), local, float(n))
 
+    def parse_replies(self, msg: Message) -> list[tuple[Optional[int], ParsedReply | MalformedReply, dict[str, float]]]:
+        """Every client in a reply: (client id named by the reply or None, parsed or the reason it is unusable,
+        the ClientApp's timings). A node that trained several clients answers ``arrays.<cid>`` /
+        ``metrics.<cid>`` pairs; each is parsed on its own, so one bad client does not drop the others."""
+        try:
+            if msg.has_error() or not msg.has_content():
+                return [(None, self.parse_reply(msg), {})]
+        except MalformedReply as exc:
+            return [(None, exc, {})]
+        content = msg.content
+        prefix = f"{self.arrayrecord_key}."
+        cids = sorted(int(k[len(prefix):]) for k in content.array_records if k.startswith(prefix) and k[len(prefix):].isdigit())
+        parts = [(None, content)] if not cids else [
+            (cid, RecordDict({self.arrayrecord_key: content.array_records[f"{prefix}{cid}"],
+                              **({"metrics": content.metric_records[f"metrics.{cid}"]}
+                                 if f"metrics.{cid}" in content.metric_records else {})}))
+            for cid in cids
+        ]
+        out: list[tuple[Optional[int], ParsedReply | MalformedReply, dict[str, float]]] = []
+        node_id = int(msg.metadata.src_node_id)
+        for cid, part in parts:
+            try:
+                p = self.parse_content(node_id, part)
+                if cid is not None and p.client_id != cid:
+                    raise MalformedReply(f"arrays of client {cid} carry client-id {p.client_id}")
+                out.append((cid, p, _timings(part.metric_records.get("metrics"))))
+            except MalformedReply as exc:
+                out.append((cid, exc, {}))
+        return out
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         t0 = time.time()
         if self._global is None or self._global_round != server_round:
@@ -199,16 +234,15 @@ class FedShieldStrategy(FedAvg):
         timing: list[dict[str, Any]] = []
         for msg in replies:
             node_id = int(msg.metadata.src_node_id)
-            try:
-                p = self.parse_reply(msg)
-                if p.client_id in seen:
-                    raise MalformedReply(f"client-id {p.client_id} already replied this round")
-            except MalformedReply as exc:
-                dropped.append({"node_id": node_id, "reason": str(exc)})
-                continue
-            seen.add(p.client_id)
-            parsed.append(p)
-            timing.append({"client_id": p.client_id, "node_id": node_id, **_timings(msg)})
+            for cid, p, times in self.parse_replies(msg):
+                if isinstance(p, ParsedReply) and p.client_id in seen:
+                    p = MalformedReply(f"client-id {p.client_id} already replied this round")
+                if isinstance(p, MalformedReply):
+                    dropped.append({"node_id": node_id, **({"client_id": cid} if cid is not None else {}), "reason": str(p)})
+                    continue
+                seen.add(p.client_id)
+                parsed.append(p)
+                timing.append({"client_id": p.client_id, "node_id": node_id, **times})
         parsed.sort(key=lambda p: p.client_id)
 
         row: dict[str, Any] = {
