@@ -1,9 +1,15 @@
 """Seconds per round of one experiment in-process (``fedshield run``) and as a Flower deployment
 (``fedshield federate``), in one run, and where a deployed round's time goes.
 
-The deployment runs twice: with the ServerApp pulling replies every 3 s (what Flower's own grid does; before
-fedshield's cut) and every 0.1 s (fedshield's default). Each deployed round is split along its slowest client,
-from the ClientApp's wall-clock stamps and the strategy's round log (``<out>/flower/rounds.jsonl``):
+The deployment runs twice on the same config and nodes:
+
+* before: one message (one ``flwr-clientapp`` process) per client, the ServerApp pulling replies every 3 s
+  (Flower's own grid); that is how fedshield's Flower path worked before;
+* after (the defaults of ``fedshield federate``): one message per node naming all its selected clients,
+  trained in one process, and replies pulled every 0.1 s.
+
+Each deployed round is split along its slowest client, from the ClientApp's wall-clock stamps and the
+strategy's round log (``<out>/flower/rounds.jsonl``):
 
   A  Flower: the message reaches the node (SuperNode polls the SuperLink every 3 s when idle; SuperExec 0.1 s)
   B  the new ``flwr-clientapp`` process: Python, imports (flwr, torch, fedshield), FAB install, app loading
@@ -12,11 +18,13 @@ from the ClientApp's wall-clock stamps and the strategy's round log (``<out>/flo
   E  Flower: the reply reaches the ServerApp (SuperNode waits up to 0.5 s; the ServerApp's pull interval)
   F  the server's aggregation (the defense) and evaluation
 
-A round's seconds are the time between the ends of consecutive server evaluations; rounds 2.. are averaged
+With one message per client, a node runs its messages one after the other, so A–E repeat per message. A
+round's seconds are the time between the ends of consecutive server evaluations; rounds 2.. are averaged
 (round 1 also pays for nodes connecting). The simulator's per round: train + aggregate + eval from its
-``metrics.csv``. Optionally Flower's simulation engine (Ray) too.
+``metrics.csv``. Optionally Flower's simulation engine (Ray, the example app) too.
 
-    .venv/bin/python benchmarks/flower_round_time.py [--rounds 4] [--config PATH] [--with-simulation]
+    .venv/bin/python benchmarks/flower_round_time.py [--rounds 4] [--config PATH] [--nodes 2]
+        [--set num_clients=6 --set clients_per_round=6] [--with-simulation]
 """
 
 from __future__ import annotations
@@ -45,26 +53,27 @@ PHASES = [
 ]
 
 
-def simulator(config: Path, rounds: int, work: Path) -> tuple[list[float], float]:
+def simulator(config: Path, sets: list[str], work: Path) -> tuple[list[float], float]:
     out = work / "sim-run"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fedshield", "run", str(config), "--set", f"rounds={rounds}", "--out",
-                    str(out), "--quiet"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "fedshield", "run", str(config), *(a for s in sets for a in ("--set", s)),
+                    "--out", str(out), "--quiet"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     return [float(r["train_s"]) + float(r["aggregate_s"]) + float(r.get("eval_s") or 0) for r in rows], wall
 
 
-def deployment(config: Path, rounds: int, work: Path, reply_poll: float) -> tuple[list[float], list[dict[str, float]], float]:
+def deployment(config: Path, sets: list[str], nodes: int, work: Path, after: bool) -> tuple[list[float], list[dict[str, float]], float]:
     """Per-round seconds and per-round phase split of ``fedshield federate`` (Python API, same code path)."""
     from fedshield.config import load_config
     from fedshield.flower.federate import federate
 
-    out = work / f"federate-poll{reply_poll}"
-    cfg = load_config(config, [f"rounds={rounds}"])
+    out = work / ("federate-after" if after else "federate-before")
+    cfg = load_config(config, sets)
+    rounds = cfg.rounds
     t0 = time.perf_counter()
-    federate(cfg, out, reply_poll=reply_poll, log=lambda _line: None)
+    federate(cfg, out, nodes=nodes, reply_poll=0.1 if after else 3.0, batch_clients=after, log=lambda _line: None)
     wall = time.perf_counter() - t0
     events = [json.loads(line) for line in (out / "flower" / "rounds.jsonl").read_text().splitlines()]
     ends = {e["round"]: e["time"] for e in events if e["event"] == "evaluate"}
@@ -111,35 +120,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                    help="config overrides (default: num_clients=6, clients_per_round=6)")
     ap.add_argument("--with-simulation", action="store_true", help="also Flower's simulation engine (Ray, ~2 GB)")
     args = ap.parse_args()
-    load = os.getloadavg()[0]
-    print(f"config {args.config}, {args.rounds} rounds, {os.cpu_count()} CPUs, load average {load:.1f}", flush=True)
+    sets = (args.set if args.set is not None else ["num_clients=6", "clients_per_round=6"]) + [f"rounds={args.rounds}"]
+    print(f"config {args.config} {' '.join(sets)}, {args.nodes} nodes, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fedshield-flower-bench-") as tmp:
         work = Path(tmp)
-        sim, sim_wall = simulator(args.config, args.rounds, work)
+        sim, sim_wall = simulator(args.config, sets, work)
         lines = [line("fedshield run (in-process)", sim, sim_wall)]
         print(lines[-1], flush=True)
         results = {}
-        for poll, name in ((3.0, "federate, server pulls every 3 s"), (0.1, "federate, server pulls every 0.1 s")):
-            per_round, phases, wall = deployment(args.config, args.rounds, work, poll)
-            results[poll] = (per_round, phases)
+        for after, name in ((False, "federate before (per client, 3 s)"), (True, "federate after (per node, 0.1 s)")):
+            per_round, phases, wall = deployment(args.config, sets, args.nodes, work, after)
+            results[name] = (per_round, phases)
             lines.append(line(name, per_round, wall))
             print(lines[-1], flush=True)
         if args.with_simulation:
             per_round, wall = flower_simulation(args.rounds, work)
             lines.append(line("Flower simulation engine (Ray)", per_round, wall))
             print(lines[-1], flush=True)
-
+    print(f"load average now {os.getloadavg()[0]:.1f}")
     print("\nwhere a deployed round goes (slowest client; mean of rounds 2..):")
-    print(f"{'':62}" + "".join(f"{f'pull {p:g} s':>14}" for p in results))
+    print(f"{'':62}{'before':>14}{'after':>14}")
     for key, label in PHASES:
-        cells = []
-        for per_round, phases in results.values():
-            cells.append(statistics.mean(ph[key] for ph in (phases[1:] or phases)))
+        cells = [statistics.mean(ph[key] for ph in (phases[1:] or phases)) for _, phases in results.values()]
         print(f"  {key}  {label:<57}" + "".join(f"{c:12.2f} s" for c in cells))
-    for poll, (per_round, _) in results.items():
-        print(f"  round (pull {poll:g} s): {later(per_round):.2f} s = {later(per_round) / later(sim):.1f}x the in-process "
+    for name, (per_round, _) in results.items():
+        print(f"  {name}: {later(per_round):.2f} s/round = {later(per_round) / later(sim):.1f}x the in-process "
               f"round ({later(sim):.2f} s)")
     print("\nsummary:\n" + "\n".join(lines))
 

@@ -154,16 +154,18 @@ def federate(
     advertise: Optional[str] = None,
     timeout: float = 3600.0,
     reply_poll: float = 0.1,
+    batch_clients: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``cfg`` on a Flower deployment and write its run folder ``out``; returns the summary.
 
     ``nodes``: SuperNodes (1 … ``num_clients``; default one per client, at most :data:`DEFAULT_MAX_NODES`);
     node i hosts the clients c with c mod nodes = i. Each round trains the simulator's selection of clients
-    (seeded, the same clients as ``fedshield run``), one message per client to the node hosting it.
+    (seeded, the same clients as ``fedshield run``), one message per node naming its selected clients.
     ``superlink_only``: start only the SuperLink on ``host:port`` and print the SuperNode commands, using
     ``advertise`` (default: this machine's address) as the address nodes connect to. ``reply_poll``: seconds
-    between the ServerApp's pulls for replies (Flower's own grid waits 3 s).
+    between the ServerApp's pulls for replies (Flower's own grid waits 3 s). ``batch_clients``: one message
+    (one ClientApp process) per node and round for all its selected clients; False: one per client.
     """
     nodes = min(cfg.num_clients, DEFAULT_MAX_NODES) if nodes is None else nodes
     if not 1 <= nodes <= cfg.num_clients:
@@ -192,6 +194,7 @@ def federate(
             "save-model": str((out / "final_model.pt").resolve()),
             "round-timeout": float(timeout),
             "reply-poll": float(reply_poll),
+            "batch-clients": bool(batch_clients),
         },
     )
     fed = Federation(work, num_nodes=nodes, host=host, port=port)

@@ -14,7 +14,9 @@ Run-config keys besides those of :mod:`fedshield.flower.runconfig`:
 ``reply-poll``        seconds between the ServerApp's pulls for replies (default 0.1; Flower's own grid: 3)
 ``client-selection``  ``flower`` (default): FedAvg samples ``fraction-train`` of the nodes, each node is one
                       client; ``fedshield``: the simulator's seeded selection of ``clients_per_round`` clients
-                      each round, one message per client to the node hosting it (nodes may host several)
+                      each round, sent to the nodes hosting them (nodes may host several)
+``batch-clients``     with ``fedshield`` selection: one message per node naming all its selected clients (default
+                      true: one ClientApp process per node and round), else one message per client
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
     )
     if str(_get(rc, "client-selection", "flower")) == "fedshield":
         strategy.select_clients = partial(select_clients, cfg, setup.attackers)
+        strategy.batch_per_node = bool(_get(rc, "batch-clients", True))
         strategy.client_nodes = discover_client_nodes(
             polling, cfg.num_clients, min_nodes, float(_get(rc, "round-timeout", 3600.0))
         )

@@ -86,7 +86,8 @@ class FedShieldStrategy(FedAvg):
         optional: the clients of round t (``select_clients(t)``, e.g. the simulator's seeded selection) and the
         node hosting each (client id → node id, :func:`~fedshield.flower.placement.discover_client_nodes`);
         then each round sends one message per node naming its selected clients (``client-ids``), instead of
-        FedAvg's random node sampling; the node answers ``arrays.<cid>`` / ``metrics.<cid>`` per client. ``client_nodes`` may be filled after construction.
+        FedAvg's random node sampling (``batch_per_node=False``: one message per client); the node answers
+        ``arrays.<cid>`` / ``metrics.<cid>`` per client. ``client_nodes`` may be filled after construction.
     **fedavg_kwargs:
         passed to Flower's ``FedAvg`` (``fraction_train``, ``min_available_nodes`` …).
     """
@@ -102,9 +103,11 @@ class FedShieldStrategy(FedAvg):
         log_path: str | Path | None = None,
         select_clients: Optional[Callable[[int], Sequence[int]]] = None,
         client_nodes: Optional[dict[int, int]] = None,
+        batch_per_node: bool = True,
         **fedavg_kwargs: Any,
     ):
         super().__init__(**fedavg_kwargs)
+        self.batch_per_node = batch_per_node
         self.select_clients = select_clients
         self.client_nodes: dict[int, int] = dict(client_nodes or {})
         self.defense = defense
@@ -144,13 +147,14 @@ class FedShieldStrategy(FedAvg):
         self._t_configure = time.time()
         if self.select_clients is None:
             return super().configure_train(server_round, arrays, config, grid)
-        per_node: dict[int, list[int]] = {}
+        groups: dict[int, list[int]] = {}
         for cid in sorted(self.select_clients(server_round)):
             if cid not in self.client_nodes:
                 raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
-            per_node.setdefault(self.client_nodes[cid], []).append(int(cid))
+            groups.setdefault(self.client_nodes[cid] if self.batch_per_node else -1 - cid, []).append(int(cid))
         messages = []
-        for node, cids in per_node.items():  # one message (one ClientApp process) per node and round
+        for cids in groups.values():  # one message (one ClientApp process) per node and round, or per client
+            node = self.client_nodes[cids[0]]
             record = ConfigRecord({**dict(config), "server-round": server_round, "client-ids": cids})
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
             messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
