@@ -39,6 +39,7 @@ def _command_lines(text):
 
 
 def _fresh_env(home):
+    home.mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",  # no .venv/bin: the README must not rely on it
         "HOME": str(home),
