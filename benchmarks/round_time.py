@@ -26,7 +26,7 @@ from fedshield.config import load_config
 from fedshield.models import flatten_params, load_flat_params
 from fedshield.sim import build_setup, select_clients
 from fedshield.sim.train import ParallelTrainer
-from fedshield.sim.seeding import torch_stream
+from fedshield.core.seeding import torch_stream
 
 
 def reference_train(base_model, global_params, x, y, s, gen):

@@ -17,10 +17,11 @@ from fedshield.attacks import (
     validate_attack_params,
 )
 from fedshield.attacks.base import AttackContext
-from fedshield.attacks.fang import craft_fang_krum, fang_lambda_max, krum_select
+from fedshield.attacks.fang import craft_fang_krum, fang_lambda_max
 from fedshield.attacks.model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, topk_mask
 from fedshield.cli import main
 from fedshield.config import ConfigError, config_from_dict
+from fedshield.core.numeric import krum_select
 from fedshield.models import ParamLayout, build_model, flatten_params
 from fedshield.sim.loop import train_clients
 from fedshield.sim.setup import build_setup
@@ -127,6 +128,33 @@ def test_constrain_loss_has_a_gradient_through_the_anomaly_term():
     assert all(torch.isfinite(p.grad).all() for p in params)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
+def test_constrain_loss_weights_class_and_anomaly_terms_by_alpha(alpha):
+    """L = alpha L_class + (1 - alpha) L_ano exactly (Bagdasaryan et al., Eq. 3): the value and both gradients
+    on hand-computed inputs, so a swapped or misapplied alpha fails."""
+    w = torch.tensor([3.0, 4.0, 1.0], requires_grad=True)
+    g = torch.tensor([0.0, 0.0, 1.0])
+    hook = ConstrainHook(alpha=alpha, distance="l2")
+    hook.begin([w], [g])
+    class_loss = torch.tensor(2.0, requires_grad=True)
+    loss = hook.loss(class_loss, [w])
+    assert float(loss.detach()) == pytest.approx(alpha * 2.0 + (1 - alpha) * 5.0, abs=1e-6)  # ||w - g|| = 5
+    loss.backward()
+    assert float(class_loss.grad) == pytest.approx(alpha)
+    expected = (1 - alpha) * torch.tensor([3.0, 4.0, 0.0]) / 5.0  # d||w - g|| / dw = (w - g) / ||w - g||
+    assert torch.allclose(w.grad, expected, atol=1e-6)
+
+
+def test_constrain_and_scale_attack_passes_its_alpha_to_training():
+    ctx = AttackContext(layout=ParamLayout.from_module(build_model("small_cnn")))
+    attack = build_attack("constrain_and_scale", {"alpha": 0.25, "distance": "cosine", "scale": False}, ctx)
+    hook = attack.hooks(0, 0, None)
+    assert isinstance(hook, ConstrainHook) and hook.alpha == 0.25
+    w, g = torch.tensor([1.0, 0.0], requires_grad=True), torch.tensor([0.0, 1.0])
+    hook.begin([w], [g])
+    assert float(hook.loss(torch.tensor(4.0), [w]).detach()) == pytest.approx(0.25 * 4.0 + 0.75 * 1.0)  # cos = 0
+
+
 def test_neurotoxin_leaves_masked_coordinates_unchanged():
     t, g = _trainer()
     x, y = _data()
@@ -169,7 +197,7 @@ def test_blended_trigger_formula_and_seeded_pattern():
 def test_model_alignment_draws_pdr_in_range_per_round():
     layout = ParamLayout.from_module(build_model("small_cnn"))
     a = build_attack("alignment", {}, AttackContext(trigger=None))
-    from fedshield.sim.seeding import torch_stream
+    from fedshield.core.seeding import torch_stream
 
     draws = []
     for r in range(1, 21):
@@ -290,10 +318,8 @@ def test_omniscient_seam_trains_benign_clients_only_and_neurotoxin_keeps_the_pre
     s = torch.sign(torch.stack(uf[1:]).mean(0))
     assert torch.allclose(uf[0], -fang.attack.last["lambda"] * s)  # w1 = G - lambda s
     neuro = build_setup(config_from_dict({**base, "attack": {"name": "neurotoxin", "num_attackers": 1}}))
-    train_clients(neuro, neuro.initial_params, sel, 1)
-    assert neuro.attack_state["round"] == 1 and torch.equal(neuro.attack_state["global"], neuro.initial_params)
     g2 = neuro.initial_params + 0.01 * torch.randn(neuro.layout.dim, generator=torch.Generator().manual_seed(0))
-    u2, _, _ = train_clients(neuro, g2, sel, 2)
+    u2, _, _ = train_clients(neuro, g2, sel, 2, previous_global=neuro.initial_params)
     frozen = topk_mask(g2 - neuro.initial_params, 10.0, neuro.layout)
     assert torch.equal(u2[0][frozen], torch.zeros(int(frozen.sum())))  # the attacker's masked coordinates
     assert bool(u2[1][frozen].ne(0).any())  # a benign client is not masked

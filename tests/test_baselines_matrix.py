@@ -1,4 +1,4 @@
-"""Baseline defenses (algorithms.md §4): known answers on small inputs a reader can check by hand."""
+"""Baseline defenses (docs/defenses.md): known answers on small inputs a reader can check by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fedshield.defenses import ParameterError, RoundInput, available_defenses, build_defense
-from fedshield.defenses.auror import two_means_1d
+from fedshield.core.numeric import two_means_1d
 from fedshield.defenses.bulyan import central_mean
 from fedshield.defenses.krum import krum_scores, pairwise_sq_distances
 from fedshield.models import LayoutEntry, ParamLayout
@@ -18,8 +18,6 @@ BASELINES = [
     "krum", "multi_krum", "bulyan", "median", "trimmed_mean", "geomed", "norm_clipping", "weak_dp", "rlr",
     "foolsgold", "afa", "auror",
 ]
-
-
 
 
 # Five 2-D points: a square's corners a, b, c around e = (1, 1) and a far outlier.

@@ -1,4 +1,4 @@
-"""Baselines that need a model or server data: FLTrust, CRFL, FedCC, DeepSight (algorithms.md §3.4, §4)."""
+"""Baselines that need a model or server data: FLTrust, CRFL, FedCC, DeepSight (docs/defenses.md)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from torch import nn
 from fedshield.defenses import DefenseContext, ParameterError, RoundInput, build_defense
 from fedshield.defenses.crfl import CRFL, certify, clip_model_norm, crfl_clip_bound, smoothed_predict
 from fedshield.defenses.deepsight import DeepSight, neups, suspicious_labels, threshold_exceedings
-from fedshield.defenses.fedcc import FedCC, linear_cka, penultimate_entry, rbf_cka, two_means_1d
+from fedshield.defenses.fedcc import FedCC, linear_cka, penultimate_entry, rbf_cka, two_means_labels
 from fedshield.defenses.fltrust import FLTrust, select_root_set
 from fedshield.models import LayoutEntry, ParamLayout, build_model, flatten_params
+from fedshield.sim.train import local_train_function
 from roundinput import flat_layout, make_input
-
-
 
 
 def small_cnn():
@@ -28,14 +27,15 @@ def server_ctx(n=30, layout=None) -> DefenseContext:
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(n, 1, 28, 28, generator=gen)
     y = torch.arange(n) % 10
-    return DefenseContext(layout=layout, model_fn=small_cnn, server_data=(x, y))
+    return DefenseContext(layout=layout, model_fn=small_cnn, server_data=(x, y),
+                          local_train=local_train_function(small_cnn))
 
 
 # ---------------------------------------------------------------------------------------------- FLTrust
 
 
 def fltrust_with_g0(g0, monkeypatch, **params) -> FLTrust:
-    d = FLTrust(server_data=(torch.zeros(4, 1), torch.arange(4)), model_fn=lambda: nn.Linear(1, 1), **params)
+    d = FLTrust(server_data=(torch.zeros(4, 1), torch.arange(4)), local_train=lambda *args: None, **params)
     monkeypatch.setattr(d, "_server_update", lambda inp: torch.as_tensor(g0, dtype=torch.float32))
     return d
 
@@ -199,9 +199,9 @@ def test_cka_identity_and_scale_invariance():
     assert linear_cka(x, y) < 0.9 and rbf_cka(x, y) < 0.9
 
 
-def test_two_means_1d():
-    assert two_means_1d(np.array([0.0, 0.1, 0.9, 1.0, 0.95])).tolist() == [0, 0, 1, 1, 1]
-    assert two_means_1d(np.array([0.5, 0.5])).tolist() == [0, 0]
+def test_two_means_labels():
+    assert two_means_labels(np.array([0.0, 0.1, 0.9, 1.0, 0.95])).tolist() == [0, 0, 1, 1, 1]
+    assert two_means_labels(np.array([0.5, 0.5])).tolist() == [0, 0]
 
 
 def mlp_layout() -> ParamLayout:

@@ -41,3 +41,24 @@ def test_run_with_overrides_and_resume(tmp_path, capsys):
     assert "final_ma=" in capsys.readouterr().out
     assert main(["run", str(cfg), "--set", "rounds=2", "--set", "seed=5", "--out", str(out), "--quiet"]) == 2
     assert "finished run" in capsys.readouterr().err
+
+
+def test_list_shows_every_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for section, name in (("post_training", "flain"), ("datasets", "fashion_mnist"), ("partitions", "dirichlet"),
+                          ("models", "resnet_light"), ("defenses", "fltrust"), ("attacks", "neurotoxin")):
+        assert f"== {section}" in out and f"\n{name} " in out
+    assert main(["list", "post_training"]) == 0
+    assert capsys.readouterr().out.startswith("flain ")
+
+
+def test_run_refuses_a_bad_defense_before_loading_data(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"dataset": "fashion_mnist", "root": str(tmp_path / "nothing")}}))
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--set", "defense.name=flmae", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown defense 'flmae'" in err and not out.exists()
+    assert main(["run", str(cfg), "--set", "defense={name: krum, params: {g: 1}}", "--out", str(out)]) == 2
+    assert "unknown parameter 'g'" in capsys.readouterr().err and not out.exists()

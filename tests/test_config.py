@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from fedshield.config import ConfigError, apply_overrides, config_from_dict, dump_config, load_config
+from fedshield.config import ConfigError, apply_overrides, config_from_dict, dump_config, load_config, set_key
 
 
 def test_defaults_and_roundtrip(tmp_path):
@@ -18,7 +18,7 @@ def test_unknown_key_is_named():
 
 
 def test_bad_value_lists_allowed_values():
-    with pytest.raises(ConfigError, match=r"data\.partition: got 'noniid'; allowed values: 'iid', 'dirichlet'"):
+    with pytest.raises(ConfigError, match=r"data\.partition: unknown partition 'noniid'; available: \['deg_niid', 'dirichlet', 'fang_q', 'iid'\]"):
         config_from_dict({"data": {"partition": "noniid"}})
     with pytest.raises(ConfigError, match=r"train\.lr"):
         config_from_dict({"train": {"lr": 0}})
@@ -68,3 +68,85 @@ def test_shipped_configs_are_valid():
             assert expand(load_sweep(p))
         else:
             load_config(p)
+
+
+def test_defense_settings_are_checked_at_load():
+    with pytest.raises(ConfigError, match=r"defense: unknown defense 'flmae'; available: \[.*'flame'"):
+        config_from_dict({"defense": {"name": "flmae"}})
+    with pytest.raises(ConfigError, match=r"lam=-5 is invalid"):
+        config_from_dict({"defense": {"name": "flame", "params": {"lam": -5}}})
+    with pytest.raises(ConfigError, match=r"defense 'krum': unknown parameter 'g'; allowed: \['f', 'squared'\]"):
+        config_from_dict({"defense": {"name": "krum", "params": {"g": 1}}})
+    with pytest.raises(ConfigError, match=r"defense 'fltrust' needs the server's own data: set data.server_holdout"):
+        config_from_dict({"defense": {"name": "fltrust"}})
+    with pytest.raises(ConfigError, match=r"root_size=0 is invalid"):
+        config_from_dict({"data": {"server_holdout": 100}, "defense": {"name": "fltrust", "params": {"root_size": 0}}})
+    cfg = config_from_dict({"data": {"server_holdout": 100}, "defense": {"name": "fltrust", "params": {"root_size": 50}}})
+    assert cfg.defense.params == {"root_size": 50}
+
+
+def test_post_training_and_names_are_checked_at_load():
+    with pytest.raises(ConfigError, match=r"unknown post-training method 'flan'"):
+        config_from_dict({"data": {"server_holdout": 800}, "post_training": "flan"})
+    with pytest.raises(ConfigError, match=r"post_training 'flain': unknown parameter 'kk'"):
+        config_from_dict({"data": {"server_holdout": 800}, "post_training": {"name": "flain", "params": {"kk": 1}}})
+    with pytest.raises(ConfigError, match=r"needs an auxiliary set"):
+        config_from_dict({"post_training": "flain"})
+    with pytest.raises(ConfigError, match=r"model: unknown model 'lenet5'"):
+        config_from_dict({"model": "lenet5"})
+    with pytest.raises(ConfigError, match=r"data.dataset: unknown dataset 'fmnist2'"):
+        config_from_dict({"data": {"dataset": "fmnist2"}})
+
+
+def test_from_config_no_longer_hides_type_errors():
+    """Only unknown/missing keywords (found by the spec) become ParameterError; a TypeError raised inside a
+    constructor is a bug and must surface as itself."""
+    from fedshield.defenses import Aggregate, Defense, DefenseContext, ParameterError
+
+    class Buggy(Defense):
+        name = "buggy"
+
+        def __init__(self, k: int = 1):
+            len(k)  # a bug: TypeError for an int
+
+        def _aggregate(self, inp) -> Aggregate:
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="has no len"):
+        Buggy.from_config({}, DefenseContext())
+    with pytest.raises(ParameterError, match="unknown parameter 'j'"):
+        Buggy.from_config({"j": 2}, DefenseContext())
+
+
+def test_trigger_pixels_replace_the_default_pattern():
+    cfg = config_from_dict({"attack": {"name": "pixel", "trigger": {"pixels": [[0, 0], [1, 1]]}}})
+    assert cfg.attack.trigger.pattern is None and cfg.attack.trigger.pixels == [(0, 0), (1, 1)]
+    with pytest.raises(ConfigError, match="exactly one of trigger.pattern and trigger.pixels"):
+        config_from_dict({"attack": {"trigger": {"pattern": "square", "pixels": [[0, 0]]}}})
+    assert config_from_dict({"attack": {"name": "pixel"}}).attack.trigger.pattern == "dba"
+
+
+def test_set_key_merges_sections_only_when_asked():
+    data = {"defense": {"name": "flame", "params": {"lam": 0.1}}}
+    set_key(data, "defense", {"name": "krum"}, merge_mappings=True)
+    assert data == {"defense": {"name": "krum", "params": {"lam": 0.1}}}
+    set_key(data, "defense.params", {"f": 1})
+    assert data["defense"]["params"] == {"f": 1}
+    set_key(data, "train.lr", 0.5)
+    assert data["train"] == {"lr": 0.5}
+    with pytest.raises(ConfigError, match="'lr' is not a section"):
+        set_key(data, "train.lr.x", 1)
+
+
+def test_every_defense_parameter_of_a_wrong_type_is_a_config_error():
+    """Config-time validation runs each defense's own checks: a string, a list, NaN or -1 for any declared
+    parameter gives a ConfigError (or is accepted), never a TypeError from inside a constructor."""
+    from fedshield.defenses import available_defenses
+
+    for name, cls in available_defenses().items():
+        for key in cls.params_spec():
+            for bad in ("x", [1], float("nan"), -1):
+                try:
+                    config_from_dict({"data": {"server_holdout": 100}, "defense": {"name": name, "params": {key: bad}}})
+                except ConfigError as exc:
+                    assert key in str(exc), (name, key, bad, str(exc))

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from fedshield.cli import build_parser
 from fedshield.config import ExperimentConfig, config_from_dict, quick_limits
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[1] / "docs/config.md"
 
 
 def _submodel(annotation: Any):

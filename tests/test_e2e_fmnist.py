@@ -1,8 +1,9 @@
 """End-to-end runs on real Fashion-MNIST (installed by `make test`), small enough for the default test run.
 
 20 clients (600 samples each), 8 per round, 6 rounds; 3 fixed attackers stamp a 5×5 square on 20 of 64
-samples per batch. Thresholds are set well inside what these settings reach, but each fails if training, poisoning, the
-backdoor evaluation or the defense's filtering breaks.
+samples per batch. The runs are deterministic (seeded streams, fixed thread count per client), so each threshold
+sits a small margin (about 2 points, 60 of the 3000 test images) inside the value measured with torch 2.13 on CPU:
+a change that costs accuracy, weakens the poisoning or lets FLAME admit an attacker fails.
 """
 
 import pytest
@@ -46,16 +47,17 @@ def results(tmp_path_factory):
 
 
 def test_fedavg_learns_fashion_mnist(results):
-    assert results["clean"]["final_ma"] >= 0.70  # measured 0.738
+    assert results["clean"]["final_ma"] >= 0.72  # measured 0.738
 
 
 def test_pixel_backdoor_is_implanted_under_fedavg(results):
-    assert results["backdoor"]["final_ba"] >= 0.6  # measured 0.883
+    assert results["backdoor"]["final_ba"] >= 0.86  # measured 0.885
+    assert results["backdoor"]["final_ma"] >= 0.72  # measured 0.739
     assert results["backdoor"]["malicious_accepted_share"] == 1.0
 
 
 def test_flame_rejects_the_attackers_and_the_backdoor(results):
     r = results["flame"]
-    assert r["malicious_accepted_share"] <= 0.2  # measured 0.0
-    assert r["final_ba"] <= 0.15  # measured 0.071
-    assert r["final_ma"] >= results["clean"]["final_ma"] - 0.05
+    assert r["malicious_accepted_share"] <= 0.06  # measured 0.0 (at most one of 18 attacker updates)
+    assert r["final_ba"] <= 0.09  # measured 0.070
+    assert r["final_ma"] >= results["clean"]["final_ma"] - 0.02  # measured 0.741 (clean FedAvg 0.738)

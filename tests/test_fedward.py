@@ -1,4 +1,4 @@
-"""Fedward (algorithms.md §3): known answers on small inputs, paper and authors' code variants."""
+"""Fedward (docs/defenses.md, Fedward): known answers on small inputs, paper and authors' code variants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FLAIN (algorithms.md §2.2): flipping, stepping, stopping and rescaling on a hand-computable model."""
+"""FLAIN (docs/defenses.md, FLAIN): flipping, stepping, stopping and rescaling on a hand-computable model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FLAME (algorithms.md §1): known answers on small inputs."""
+"""FLAME (docs/defenses.md, FLAME): known answers on small inputs."""
 
 from __future__ import annotations
 

@@ -20,12 +20,11 @@ from fedshield.flower import FedShieldStrategy, MalformedReply, arrayrecord_to_f
 from fedshield.flower.client_app import make_client_app  # noqa: E402
 from fedshield.flower.common import setup_for_run_config  # noqa: E402
 from fedshield.flower.runconfig import (  # noqa: E402
-    attack_scale,
     client_id_from_node_config,
     experiment_from_run_config,
 )
 from fedshield.sim.loop import train_clients  # noqa: E402
-from fedshield.sim.seeding import torch_stream  # noqa: E402
+from fedshield.core.seeding import torch_stream  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "flower"
 RC = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=none"}
@@ -193,8 +192,6 @@ def test_run_config_resolution(tmp_path):
     with pytest.raises(ConfigError, match="partition-id"):
         client_id_from_node_config({}, cfg)
     assert client_id_from_node_config({"partition-id": 2, "num-partitions": 3}, cfg) == 2
-    assert attack_scale({"attack-scale": 20}, {"attack-scale": 5.0}) == 20.0
-    assert attack_scale({}, {"attack-scale": 5.0}) == 5.0 and attack_scale({}, {}) == 1.0
 
 
 def test_fedshield_imports_without_flower():
@@ -218,20 +215,32 @@ def test_fedshield_imports_without_flower():
     assert r.returncode == 0, r.stderr
 
 
-def test_attack_scale_stand_in_scales_only_attackers(setup):
-    """``attack-scale`` (node config) multiplies a malicious client's update; benign nodes ignore it."""
-    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=pixel"}
+def test_neurotoxin_trains_the_same_in_the_simulator_and_through_flower(tmp_path):
+    """A node keeps no memory between messages; the strategy sends the previous round's global model with the
+    train message, so Neurotoxin's mask (top-k of G_t - G_{t-1}) is the simulator's in round 2."""
+    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=neurotoxin"}
     cfg, s = setup_for_run_config(rc, APP)
+    strategy = FedShieldStrategy(s.new_defense(), s.layout, seed=cfg.seed, num_clients=cfg.num_clients,
+                                 min_available_nodes=3, min_train_nodes=3)
+    grid = FakeGrid([11, 12, 13])
+    g1 = s.initial_params
+    g2 = g1 + 0.01 * torch.randn(s.layout.dim, generator=torch.Generator().manual_seed(4))
+    first = list(strategy.configure_train(1, flat_to_arrayrecord(g1, s.layout), ConfigRecord(), grid))
+    assert all("previous-arrays" not in m.content for m in first)  # round 1: nothing before it
+    second = list(strategy.configure_train(2, flat_to_arrayrecord(g2, s.layout), ConfigRecord(), grid))
+    assert all(torch.equal(arrayrecord_to_flat(m.content["previous-arrays"], s.layout), g1) for m in second)
+
     client = make_client_app(APP)
-    for pid, scale, expect in ((2, 10.0, 10.0), (0, 10.0, 1.0)):
-        ctx = Context(run_id=1, node_id=7, node_config={"partition-id": pid, "num-partitions": 3, "attack-scale": scale},
-                      state=RecordDict(), run_config=rc)
-        reply = client(_train_message((cfg, s), 1), ctx)
-        updates, malicious, _ = train_clients(s, s.initial_params, [pid], 1)
-        assert malicious[0] == (pid == 2)
-        got = arrayrecord_to_flat(reply.content["arrays"], s.layout) - s.initial_params
-        assert torch.allclose(got, expect * updates[0], atol=1e-5)
-        assert reply.content["metrics"]["malicious"] == int(pid == 2)
+    attacker = 2  # attack.attacker_ids of the config
+    ctx = Context(run_id=1, node_id=13, node_config={"partition-id": attacker, "num-partitions": 3},
+                  state=RecordDict(), run_config=rc)
+    reply = client(second[0], ctx)  # a fresh context: nothing carried over from round 1
+    got = arrayrecord_to_flat(reply.content["arrays"], s.layout) - g2
+    sim, malicious, _ = train_clients(s, g2, [0, 1, 2], 2, previous_global=g1)
+    assert malicious == [False, False, True] and reply.content["metrics"]["malicious"] == 1
+    assert torch.allclose(got, sim[attacker], atol=1e-6)
+    without, _, _ = train_clients(s, g2, [attacker], 2, previous_global=None)  # what a node without the state does
+    assert not torch.allclose(got, without[0], atol=1e-4)
 
 
 def test_selected_clients_go_to_their_nodes_in_one_message_each_and_come_back_one_by_one(setup, tmp_path):
@@ -261,3 +270,32 @@ def test_selected_clients_go_to_their_nodes_in_one_message_each_and_come_back_on
     assert row["dropped"] == [{"node_id": 22, "client_id": 1, "reason": "arrays of client 1 carry client-id 2"}]
     expected = g + (10 * (w[0] - g) + 30 * (w[2] - g)) / 40  # FedAvg weighted by num-examples
     assert torch.allclose(arrayrecord_to_flat(arrays, s.layout), expected, atol=1e-6)
+
+
+def test_neurotoxin_state_reaches_every_client_of_a_multi_client_message(tmp_path):
+    """With the simulator's selection and two clients on one node, the round-2 message for that node carries
+    ``previous-arrays`` once and both of its clients (benign 0, Neurotoxin attacker 2) train as in the simulator."""
+    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=neurotoxin"}
+    cfg, s = setup_for_run_config(rc, APP)
+    strategy = FedShieldStrategy(s.new_defense(), s.layout, seed=cfg.seed, num_clients=cfg.num_clients,
+                                 select_clients=lambda t: [0, 1, 2], client_nodes={0: 21, 1: 22, 2: 21},
+                                 min_available_nodes=2, min_train_nodes=2)
+    grid = FakeGrid([21, 22])
+    g1 = s.initial_params
+    g2 = g1 + 0.01 * torch.randn(s.layout.dim, generator=torch.Generator().manual_seed(4))
+    list(strategy.configure_train(1, flat_to_arrayrecord(g1, s.layout), ConfigRecord(), grid))
+    second = {m.metadata.dst_node_id: m for m in
+              strategy.configure_train(2, flat_to_arrayrecord(g2, s.layout), ConfigRecord(), grid)}
+    assert list(second[21].content["config"]["client-ids"]) == [0, 2]
+    ctx = Context(run_id=1, node_id=21, node_config={"partition-id": 0, "num-partitions": 2},
+                  state=RecordDict(), run_config=rc)
+    reply = make_client_app(APP)(second[21], ctx)
+    sim, malicious, _ = train_clients(s, g2, [0, 1, 2], 2, previous_global=g1)
+    assert malicious == [False, False, True]
+    for cid in (0, 2):
+        got = arrayrecord_to_flat(reply.content[f"arrays.{cid}"], s.layout) - g2
+        assert torch.allclose(got, sim[cid], atol=1e-6), cid
+        assert reply.content[f"metrics.{cid}"]["malicious"] == int(cid == 2)
+    without, _, _ = train_clients(s, g2, [2], 2, previous_global=None)
+    got = arrayrecord_to_flat(reply.content["arrays.2"], s.layout) - g2
+    assert not torch.allclose(got, without[0], atol=1e-4)

@@ -75,10 +75,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     run_experiment(_cfg(), tmp_path / "whole", progress=False)
     real = loop_module.run_round
 
-    def crash_in_round_3(setup, params, t):
-        if t == 3:
+    def crash_in_round_3(setup, state):
+        if state.round + 1 == 3:
             raise KeyboardInterrupt
-        return real(setup, params, t)
+        return real(setup, state)
 
     monkeypatch.setattr(loop_module, "run_round", crash_in_round_3)
     with pytest.raises(KeyboardInterrupt):

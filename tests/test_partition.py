@@ -1,4 +1,4 @@
-"""Client partitions: known answers via class histograms (algorithms.md §1.7, §6; fedshield.data.partition)."""
+"""Client partitions: known answers via class histograms (docs/partitions.md; fedshield.data.partition)."""
 
 from __future__ import annotations
 

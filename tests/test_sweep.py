@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedshield.config import ConfigError
-from fedshield.report import write_report
+from fedshield.report import summarize_sweep, write_report
 from fedshield.report.table import build_table, differences, ranking_check, render_markdown
 from fedshield.sweep import expand, load_sweep, run_sweep
 
@@ -74,30 +72,43 @@ def test_section_values_merge_and_bad_points_are_named(tmp_path):
         expand(load_sweep(path))
 
 
-def test_killed_sweep_resumes_only_missing_runs(tmp_path):
+def test_every_bad_grid_point_is_listed_before_anything_runs(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {
+        "defense": [{"name": "fedavg", "_label": "ok"}, {"name": "flmae", "_label": "typo"},
+                    {"name": "flame", "params": {"lam": -5}, "_label": "neg"}],
+        "rounds": [1, 2]}}))
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError) as err:
+        run_sweep(load_sweep(path), out, log=lambda m: None)
+    msg = str(err.value)
+    assert msg.startswith("4 of 6 grid points are invalid (nothing was run)")
+    for bad in ("defense=typo__rounds=1", "defense=typo__rounds=2", "defense=neg__rounds=1", "defense=neg__rounds=2"):
+        assert f"grid point {bad}:" in msg
+    assert "defense=ok" not in msg and "unknown defense 'flmae'" in msg and "lam=-5 is invalid" in msg
+    assert not out.exists()
+
+
+def test_partial_sweep_resumes_only_missing_runs(tmp_path):
     grid = _grid(tmp_path)
     out = tmp_path / "sweep"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedshield.cli", "sweep", str(grid), "--out", str(out), "--jobs", "1"],
-        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    # a first sitting that stops after two runs (through the CLI, in its own process)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedshield.cli", "sweep", str(grid), "--out", str(out), "--jobs", "1", "--max-runs", "2"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     summaries = lambda: sorted(out.glob("runs/*/summary.json"))  # noqa: E731
-    deadline = time.time() + 120
-    while len(summaries()) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker process, mid-way
-    proc.wait()
     finished = {p: p.stat().st_mtime_ns for p in summaries()}
-    assert 2 <= len(finished) < 4, "the sweep should have been killed with runs still missing"
+    assert [p.parent.name for p in finished] == ["poison_per_batch=5__name=FLAME", "poison_per_batch=5__name=FedAvg"]
     logs: list[str] = []
     result = run_sweep(load_sweep(grid), out, jobs=2, log=logs.append)
-    assert result["ran"] == 4 - len(finished) and not result["failed"]
-    assert f"{len(finished)} already finished, {4 - len(finished)} to run" in logs[0]
+    assert result["ran"] == 2 and not result["failed"]
+    assert "2 already finished, 2 to run" in logs[0]
     assert len(summaries()) == 4
     for p, mtime in finished.items():
         assert p.stat().st_mtime_ns == mtime  # finished runs were not run again
-    assert "time per round" in "\n".join(logs)
+    assert "time per round" in summarize_sweep(out)
     again: list[str] = []
     assert run_sweep(load_sweep(grid), out, jobs=1, log=again.append)["ran"] == 0
     with pytest.raises(ConfigError, match="another base config or profile"):

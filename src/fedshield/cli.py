@@ -1,4 +1,5 @@
-"""Command line: ``fedshield run | demo | list``. A thin shell over :mod:`fedshield.sim`."""
+"""Command line: ``fedshield run | federate | demo | sweep | report | list``. A thin shell over :mod:`fedshield.sim`,
+:mod:`fedshield.sweep` and :mod:`fedshield.report`. Every config is validated completely before anything trains."""
 
 from __future__ import annotations
 
@@ -10,7 +11,23 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ConfigError, config_from_dict, load_config
+import yaml
+
+from .attacks import available_attacks
+from .config import ConfigError, apply_overrides, config_from_dict, load_config, set_key
+from .data import DATASETS, PARTITIONS
+from .defenses import POST_TRAINING, available_defenses
+from .models import MODELS
+from .report import summarize_sweep, write_report
+from .sim import run_experiment
+from .sweep import load_sweep, run_sweep
+
+try:  # the optional Flower extra: without it every command but ``federate`` works
+    from .flower.federate import FederateError, federate
+
+    FLOWER_MISSING = ""
+except ImportError as exc:
+    FLOWER_MISSING = str(exc)
 
 __all__ = ["main"]
 
@@ -37,8 +54,6 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .sim import run_experiment
-
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else _default_out(cfg.name)
     summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
@@ -52,8 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_federate(args: argparse.Namespace) -> int:
-    from .flower.federate import FederateError, federate
-
+    if FLOWER_MISSING:
+        print(f"fedshield: error: {FLOWER_MISSING}", file=sys.stderr)
+        return 2
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else _default_out(cfg.name + "-flower")
     try:
@@ -74,8 +90,6 @@ def cmd_federate(args: argparse.Namespace) -> int:
 def demo_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The demo's runs: FedAvg without attack, FedAvg under DBA (then repaired by FLAIN when it exists), and
     each registered demo defense under DBA."""
-    from .defenses import available_defenses
-
     runs: list[tuple[str, dict[str, Any]]] = [
         ("fedavg, no attack", {"attack": {"name": "none"}, "defense": {"name": "fedavg"}}),
         ("fedavg, DBA", {"defense": {"name": "fedavg"}, "post_training": {"name": "flain"}}),
@@ -85,25 +99,20 @@ def demo_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for label, delta in runs:
         d = copy.deepcopy(base)
         for section, values in delta.items():
-            d[section] = {**d.get(section, {}), **values} if isinstance(d.get(section), dict) else values
+            set_key(d, section, values, merge_mappings=True)
         d["name"] = label.replace(", ", "_").replace(" ", "_").lower()
         out.append((label, d))
     return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import yaml
-
-    from .config import apply_overrides
-    from .sim import run_experiment
-
     with open(args.config) as f:
         base = apply_overrides(yaml.safe_load(f), args.set)
     out_root = Path(args.out) if args.out else _default_out("demo")
     results = []
     t0 = time.perf_counter()
-    for label, data in demo_configs(base):
-        cfg = config_from_dict(data)
+    configs = [(label, config_from_dict(data)) for label, data in demo_configs(base)]  # all checked first
+    for label, cfg in configs:
         print(f"== {label}", flush=True)
         s = run_experiment(cfg, out_root / cfg.name, resume=True, progress=not args.quiet)
         results.append({"run": label, **s})
@@ -125,33 +134,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+LISTS = {
+    "attacks": available_attacks,
+    "defenses": available_defenses,
+    "post_training": POST_TRAINING.items,
+    "datasets": DATASETS.items,
+    "partitions": PARTITIONS.items,
+    "models": MODELS.items,
+}
+_SUMMARIES = {"post_training": POST_TRAINING, "datasets": DATASETS, "partitions": PARTITIONS, "models": MODELS}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "defenses":
-        from .defenses import available_defenses
-
-        for name, cls in available_defenses().items():
-            print(f"{name:14s} {cls.summary}\n{'':14s} paper: {cls.paper}")
-    elif args.what == "attacks":
-        from .attacks import available_attacks
-
-        for name, cls in available_attacks().items():
-            print(f"{name:20s} {cls.summary}\n{'':20s} paper: {cls.paper}")
+    """Every registered name of one kind (or of all kinds), with its summary and, where known, its paper."""
+    for what in LISTS if args.what == "all" else [args.what]:
+        if args.what == "all":
+            print(f"== {what}")
+        for name, entry in LISTS[what]().items():
+            summary = getattr(entry, "summary", "") or _SUMMARIES[what].summary(name)
+            print(f"{name:20s} {summary}")
+            if getattr(entry, "paper", ""):
+                print(f"{'':20s} paper: {entry.paper}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep
-
     spec = load_sweep(args.grid)
     out = Path(args.out) if args.out else Path("runs") / (spec.name + (f"-{args.profile}" if args.profile else ""))
-    result = run_sweep(spec, out, jobs=args.jobs, profile=args.profile)
+    result = run_sweep(spec, out, jobs=args.jobs, profile=args.profile, max_runs=args.max_runs)
+    print(summarize_sweep(out))
     print(f"output: {out}  (report: fedshield report {out})")
     return 1 if result["failed"] else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     paths = write_report(args.sweep_dir, args.reference, args.threshold)
     print(Path(paths["report"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -205,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
     sw.add_argument("--profile", help="a named set of overrides from the grid file, e.g. 'fast'")
     sw.add_argument("--out", help="sweep folder (default runs/NAME[-PROFILE]); rerunning resumes")
+    sw.add_argument("--max-runs", type=int, help="run at most this many of the missing grid points this sitting")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="Markdown/CSV table and PNG curves of a sweep folder")
@@ -213,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--threshold", type=float, default=10.0, help="list cells differing by more points (default 10)")
     rp.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("list", help="list registered defenses or attacks")
-    ls.add_argument("what", choices=["defenses", "attacks"])
+    ls = sub.add_parser("list", help="list what can be named in a config: attacks, defenses, post-training "
+                                     "methods, datasets, partitions, models")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", *LISTS])
     ls.set_defaults(func=cmd_list)
     return p
 

@@ -1,7 +1,11 @@
 """The experiment schema: YAML in and out, validation with errors that name the key.
 
 Every key has a default, so a config file only states what differs. Unknown keys and bad values are
-rejected with the dotted key name and the allowed values. ``apply_overrides`` implements ``--set a.b=value``.
+rejected with the dotted key name and the allowed values. Names (dataset, partition, model, attack, defense,
+post-training method) are checked against their registries, and the attack's, defense's and post-training
+method's parameters against their specs, so a config that loads has no setting that fails later in a run.
+:func:`set_key` is the one way an override reaches a config dict (``--set a.b=value``, a sweep's grid point, the
+demo's runs).
 """
 
 from __future__ import annotations
@@ -9,24 +13,38 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .attacks import available_attacks, validate_attack_params
+from .core.errors import ConfigError
+from .core.registry import Registry
+from .data import DATASETS, PARTITIONS
+from .defenses import get_defense_class, validate_defense, validate_post_training
+from .models import MODELS
 
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
+    "set_key",
     "config_from_dict",
     "dump_config",
     "quick_limits",
 ]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names each offending key."""
+def Registered(registry: Registry) -> Any:  # noqa: N802 - used as a type
+    """A ``str`` field whose value must be a name in ``registry`` (the error lists the available names)."""
+
+    def check(v: str) -> str:
+        registry.get(v)
+        return v
+
+    return Annotated[str, AfterValidator(check)]
 
 
 class _Strict(BaseModel):
@@ -34,9 +52,9 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["fashion_mnist", "mnist", "cifar10", "synthetic"] = "fashion_mnist"
+    dataset: Registered(DATASETS) = "fashion_mnist"  # fedshield list datasets
     root: Optional[str] = None  # folder with the dataset files; default lookup order otherwise
-    partition: Literal["iid", "dirichlet", "deg_niid", "fang_q"] = "iid"
+    partition: Registered(PARTITIONS) = "iid"  # fedshield list partitions
     alpha: Optional[float] = Field(None, gt=0)  # dirichlet
     fraction: Optional[float] = Field(None, ge=0, le=1)  # deg_niid
     q: Optional[float] = Field(None, ge=0, le=1)  # fang_q
@@ -66,9 +84,19 @@ class TrainConfig(_Strict):
 
 
 class TriggerConfig(_Strict):
+    """The global pixel trigger: a named ``pattern`` (default ``dba``) or explicit ``pixels``; giving
+    ``pixels`` replaces the default pattern."""
+
     pattern: Optional[Literal["dba", "dba_cifar", "square", "plus"]] = "dba"
     pixels: Optional[list[tuple[int, int]]] = None  # explicit (row, col) positions instead of a pattern
     value: float = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pixels_replace_pattern(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("pixels") is not None and "pattern" not in data:
+            return {**data, "pattern": None}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> "TriggerConfig":
@@ -96,16 +124,12 @@ class AttackConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_attack(cls, v: str) -> str:
-        from .attacks import available_attacks
-
         if v not in available_attacks():
             raise ValueError(f"unknown attack {v!r}; available: {sorted(available_attacks())}")
         return v
 
     @model_validator(mode="after")
     def _params(self) -> "AttackConfig":
-        from .attacks import validate_attack_params
-
         validate_attack_params(self.name, self.params)  # ParameterError (a ValueError) naming the parameter
         return self
 
@@ -125,8 +149,15 @@ class AttackConfig(_Strict):
 
 
 class DefenseConfig(_Strict):
+    """The defense (``fedshield list defenses``): ``params`` checked against its spec and its value checks."""
+
     name: str = "fedavg"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "DefenseConfig":
+        validate_defense(self.name, self.params)  # ConfigError / ParameterError naming the name or parameter
+        return self
 
 
 class EvalConfig(_Strict):
@@ -144,15 +175,20 @@ class PretrainConfig(_Strict):
 
 
 class PostTrainingConfig(_Strict):
-    name: Literal["flain"] = "flain"
+    name: str = "flain"  # a registered post-training method (fedshield list post_training)
     params: dict[str, Any] = Field(default_factory=dict)
     aux_per_class: int = Field(80, ge=1)  # auxiliary samples per class, from the held-out training slice
+
+    @model_validator(mode="after")
+    def _valid(self) -> "PostTrainingConfig":
+        validate_post_training(self.name, self.params)
+        return self
 
 
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
-    model: Literal["lenet", "small_cnn", "resnet_light"] = "lenet"
+    model: Registered(MODELS) = "lenet"  # fedshield list models
     num_clients: int = Field(100, ge=1)
     clients_per_round: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
@@ -174,6 +210,10 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistency(self) -> "ExperimentConfig":
+        if "server_data" in get_defense_class(self.defense.name).context_args and self.data.server_holdout == 0:
+            raise ValueError(f"defense {self.defense.name!r} needs the server's own data: set data.server_holdout > 0")
+        if self.post_training is not None and self.data.server_holdout == 0:
+            raise ValueError(f"post_training {self.post_training.name!r} needs an auxiliary set: set data.server_holdout > 0")
         if self.clients_per_round > self.num_clients:
             raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
         a = self.attack
@@ -193,7 +233,7 @@ def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "literal_error":
@@ -244,6 +284,25 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
+def set_key(data: dict[str, Any], key: str, value: Any, merge_mappings: bool = False) -> None:
+    """Set the dotted ``key`` of ``data`` (in place) to ``value``, creating sections on the way.
+
+    With ``merge_mappings`` a mapping ``value`` is merged into the section already there (a sweep's grid point
+    or the demo's run changes some keys of a section and keeps the rest); otherwise it replaces it.
+    """
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{key}: {p!r} is not a section")
+        node = nxt
+    old = node.get(parts[-1])
+    if merge_mappings and isinstance(value, dict) and isinstance(old, dict):
+        value = {**old, **value}
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a copy of ``data``."""
     out = copy.deepcopy(data or {})
@@ -251,14 +310,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-            node = nxt
-        node[parts[-1]] = _parse_value(value)
+        try:
+            set_key(out, key, _parse_value(value))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {exc}") from None
     return out
 
 

@@ -31,7 +31,9 @@ def detection_counts(accepted: Tensor, malicious: Tensor) -> dict[str, int]:
 
 
 def flame_rates(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
-    """FLAME's rates as the paper defines them (§0.3): TPR = TP/(TP+FP), TNR = TN/(TN+FN); NaN if undefined.
+    """FLAME's rates as the paper defines them: TPR = TP/(TP+FP), TNR = TN/(TN+FN); NaN if undefined.
+
+    See docs/defenses.md, Conventions.5.
 
     These are precision and negative predictive value in the usual vocabulary; the conventional recall and
     specificity are returned too (``recall`` = TP/(TP+FN), ``specificity`` = TN/(TN+FP)).

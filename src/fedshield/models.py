@@ -3,7 +3,7 @@
 Every model is a plain ``nn.Module``. Defenses never see modules: they see one flat vector per client whose
 order is fixed by :class:`ParamLayout` (the module's ``state_dict`` order, floating-point tensors only).
 Batch-norm running statistics travel in the same vector but are marked ``kind == "buffer"`` so that
-defenses can exclude them from distances, norms and noise (algorithms.md §0.3).
+defenses can exclude them from distances, norms and noise (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .core.registry import Registry
 
 __all__ = [
     "LayoutEntry",
@@ -235,11 +237,10 @@ class ResNetLight(ImageModel):
         return self.fc(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet": LeNet,
-    "small_cnn": SmallCNN,
-    "resnet_light": ResNetLight,
-}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS.register(LeNet, "lenet", "LeNet-5 style CNN (two conv layers, three dense layers)")
+MODELS.register(SmallCNN, "small_cnn", "small two-layer CNN for fast tests and the synthetic dataset")
+MODELS.register(ResNetLight, "resnet_light", "light ResNet with batch norm (three stages of basic blocks)")
 
 
 def build_model(
@@ -251,9 +252,7 @@ def build_model(
     input_std: Optional[Sequence[float]] = None,
 ) -> nn.Module:
     """Instantiate a model by name (see :data:`MODELS`), optionally standardising its input per channel."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    model = MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     if input_mean is not None or input_std is not None:
         if input_mean is None or input_std is None:
             raise ValueError("input normalisation needs both input_mean and input_std")

@@ -15,8 +15,10 @@ A grid file (YAML)::
     reference: paper_table.csv            # optional, for `fedshield report`
 
 A mapping value is merged into that config section (several keys that vary together); its ``_label`` names
-it. The sweep folder holds ``sweep.json`` (the expanded runs), ``runs/<id>/`` (one run folder each, see
-:mod:`fedshield.sim.loop`) and ``summary.csv``. A run whose ``summary.json`` exists is never run again; an
+it. Every grid point's config is validated before anything runs; a bad point (a misspelt defense, ``lam: -5``)
+fails the sweep with a list of every bad point. The sweep folder holds ``sweep.json`` (the expanded runs) and
+``runs/<id>/`` (one run folder each, see :mod:`fedshield.sim.loop`); :mod:`fedshield.report` reads it
+(``summary.csv``, the time breakdown, tables). A run whose ``summary.json`` exists is never run again; an
 interrupted run continues from its checkpoint. The grid may change between sittings (points added or
 removed); the base config and the profile may not.
 """
@@ -24,12 +26,9 @@ removed); the base config and the profile may not.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import itertools
 import json
 import math
-import os
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -40,10 +39,14 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from .config import ConfigError, apply_overrides, config_from_dict
-from .sim.output import atomic_write_text, write_json
+import torch
 
-__all__ = ["SweepSpec", "SweepRun", "load_sweep", "expand", "run_sweep", "sweep_status", "collect_results"]
+from .config import ConfigError, apply_overrides, config_from_dict, set_key
+from .sim import build_setup, run_experiment
+from .sim.output import atomic_write_text, write_json
+from .sim.pretrain import pretrain_shaping, pretrained_params
+
+__all__ = ["SweepSpec", "SweepRun", "load_sweep", "expand", "run_sweep", "sweep_status"]
 
 LABEL_KEY = "_label"
 
@@ -119,21 +122,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")
 
 
-def _set(config: dict[str, Any], key: str, value: Any) -> None:
-    node = config
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    if isinstance(value, dict):
-        merged = dict(node.get(parts[-1]) or {})
-        merged.update({k: v for k, v in value.items() if k != LABEL_KEY})
-        node[parts[-1]] = merged
-    else:
-        node[parts[-1]] = value
-
-
 def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
-    """Every combination of the grid, with the profile's overrides applied; configs validated."""
+    """Every combination of the grid, with the profile's overrides applied; every config validated, and a
+    :class:`ConfigError` naming every bad point (not just the first) when any is invalid."""
     base = copy.deepcopy(spec.base)
     if profile is not None:
         if profile not in spec.profiles:
@@ -141,13 +132,16 @@ def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
         base = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in spec.profiles[profile].items()])
     keys = list(spec.grid)
     runs = []
+    bad: list[str] = []
     seen: set[str] = set()
     for combo in itertools.product(*(spec.grid[k] for k in keys)):
         cfg = copy.deepcopy(base)
         labels = {}
         for key, value in zip(keys, combo):
-            _set(cfg, key, value)
-            labels[key] = _value_label(spec, key, value)
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != LABEL_KEY}
+            set_key(cfg, key, value, merge_mappings=True)
+            labels[key] = _value_label(spec, key, combo[keys.index(key)])
         run_id = "__".join(_slug(f"{k.split('.')[-1]}={labels[k]}") for k in keys)
         if run_id in seen:
             raise ConfigError(f"two grid points share the id {run_id!r}; give the values distinct labels")
@@ -156,8 +150,10 @@ def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
         try:
             config_from_dict(cfg)
         except ConfigError as exc:
-            raise ConfigError(f"grid point {run_id}: {exc}") from None
+            bad.append(f"grid point {run_id}: {exc}")
         runs.append(SweepRun(run_id, dict(zip(keys, combo)), labels, cfg))
+    if bad:
+        raise ConfigError(f"{len(bad)} of {len(runs)} grid points are invalid (nothing was run):\n" + "\n".join(bad))
     return runs
 
 
@@ -167,10 +163,6 @@ def expand(spec: SweepSpec, profile: Optional[str] = None) -> list[SweepRun]:
 def _run_one(run_dir: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
     """Worker: one run in a worker process (single-threaded when several run side by side). Workers are
     reused between runs; a run depends on nothing a previous run left behind (every stream is seeded)."""
-    import torch
-
-    from .sim import run_experiment
-
     if threads:
         torch.set_num_threads(threads)
     cfg = config_from_dict(config)
@@ -179,11 +171,6 @@ def _run_one(run_dir: str, config: dict[str, Any], threads: int) -> dict[str, An
 
 def _pretrain_one(config: dict[str, Any], threads: int) -> str:
     """Worker: compute (or find) the cached warm-start model of one run's config."""
-    import torch
-
-    from .sim.pretrain import pretrained_params
-    from .sim.setup import build_setup
-
     if threads:
         torch.set_num_threads(threads)
     _, key = pretrained_params(build_setup(config_from_dict(config)), log=lambda _m: None)
@@ -201,8 +188,6 @@ def _worker_config(config: dict[str, Any], jobs: int) -> dict[str, Any]:
 
 def _pretrain_groups(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """One config per distinct warm start among ``runs`` (those with ``pretrain.rounds`` > 0)."""
-    from .sim.pretrain import pretrain_shaping
-
     groups: dict[str, dict[str, Any]] = {}
     for r in runs:
         cfg = config_from_dict(r.config)
@@ -230,9 +215,13 @@ def run_sweep(
     jobs: int = 1,
     profile: Optional[str] = None,
     log: Callable[[str], None] = print,
+    max_runs: Optional[int] = None,
 ) -> dict[str, Any]:
-    """Run every missing grid point; returns counts and the time breakdown. Raises nothing for a failed run:
-    its error is written to ``runs/<id>/error.txt`` and counted."""
+    """Run every missing grid point (at most ``max_runs`` of them this sitting, in grid order); returns counts.
+    Raises nothing for a failed run: its error is written to ``runs/<id>/error.txt`` and counted. The results
+    table and time breakdown are :func:`fedshield.report.summarize_sweep`'s."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} is invalid; run at least one job at a time")
     sweep_dir = Path(sweep_dir)
     runs = expand(spec, profile)
     base_key = json.dumps(spec.base, sort_keys=True)
@@ -256,6 +245,8 @@ def run_sweep(
             raise ConfigError(f"{sweep_dir} holds a sweep with another base config or profile; use another folder")
     write_json(sweep_dir / "sweep.json", index)
     done, missing = sweep_status(sweep_dir, runs)
+    if max_runs is not None:
+        missing = missing[:max_runs]
     log(f"sweep {spec.name}: {len(runs)} runs, {len(done)} already finished, {len(missing)} to run, {jobs} at a time")
     threads = 1 if jobs > 1 else 0
     failed: list[str] = []
@@ -307,61 +298,5 @@ def run_sweep(
                         f"{left} left, ETA {_fmt_eta(eta)}] {r.run_id} ({dt:.0f} s): {what}")
                 submit()
     wall = time.perf_counter() - t_start
-    results = collect_results(sweep_dir)
-    write_summary_csv(sweep_dir, results)
-    breakdown = time_breakdown(sweep_dir, results)
-    log(format_breakdown(breakdown))
     log(f"sweep wall time this sitting: {_fmt_eta(wall)}; failed runs: {len(failed)}")
-    return {"runs": len(runs), "ran": len(missing), "failed": failed, "wall_s": wall, "breakdown": breakdown}
-
-
-# ------------------------------------------------------------------------------------------------ results
-
-
-def collect_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One dict per finished run: its labels and its summary."""
-    sweep_dir = Path(sweep_dir)
-    index = json.loads((sweep_dir / "sweep.json").read_text())
-    out = []
-    for r in index["runs"]:
-        p = sweep_dir / "runs" / r["id"] / "summary.json"
-        if p.exists():
-            s = json.loads(p.read_text())
-            out.append({"id": r["id"], "labels": r["labels"], **{k: (math.nan if v is None else v) for k, v in s.items()}})
-    return out
-
-
-SUMMARY_COLUMNS = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share",
-                   "rounds_done", "seconds", "train_s", "aggregate_s", "eval_s"]
-
-
-def write_summary_csv(sweep_dir: Path, results: list[dict[str, Any]]) -> None:
-    keys = sorted({k for r in results for k in r["labels"]})
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", *keys, *SUMMARY_COLUMNS])
-    for r in results:
-        w.writerow([r["id"], *(r["labels"].get(k, "") for k in keys), *(r.get(c, "") for c in SUMMARY_COLUMNS)])
-    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
-
-
-def time_breakdown(sweep_dir: Path, results: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds spent in training, aggregation and evaluation over all finished runs, and per round."""
-    rounds = sum(int(r.get("rounds_done", 0)) for r in results)
-    tot = {k: float(sum(r.get(k, 0.0) or 0.0 for r in results)) for k in ("train_s", "aggregate_s", "eval_s", "seconds")}
-    return {**tot, "rounds": float(rounds), "runs": float(len(results))}
-
-
-def format_breakdown(b: dict[str, float]) -> str:
-    if not b["rounds"]:
-        return "no finished runs"
-    total = b["seconds"] or 1.0
-    per = lambda k: 1000 * b[k] / b["rounds"]  # noqa: E731
-    other = b["seconds"] - b["train_s"] - b["aggregate_s"] - b["eval_s"]
-    return (
-        f"time per round over {int(b['runs'])} runs / {int(b['rounds'])} rounds: "
-        f"training {per('train_s'):.0f} ms ({100 * b['train_s'] / total:.0f} %), "
-        f"aggregation {per('aggregate_s'):.0f} ms ({100 * b['aggregate_s'] / total:.0f} %), "
-        f"evaluation {per('eval_s'):.0f} ms ({100 * b['eval_s'] / total:.0f} %), "
-        f"other {1000 * other / b['rounds']:.0f} ms ({100 * other / total:.0f} %)"
-    )
+    return {"runs": len(runs), "ran": len(missing), "failed": failed, "wall_s": wall}

@@ -1,7 +1,8 @@
 """Per-batch data poisoning.
 
 * :class:`BatchPoisoner`: stamp a trigger on the first ``poison_per_batch`` samples of every batch and relabel
-  them to the target (DBA authors' code, algorithms.md §5; Fedward §3.4). In a distributed attack (DBA)
+  them to the target (DBA authors' code, docs/attacks.md, Sources.1;
+  Fedward's code, docs/defenses.md, Fedward.5). In a distributed attack (DBA)
   attacker ``i`` (0-based among the attackers) uses local part ``i`` of the global trigger; the backdoor
   accuracy is always measured with the global trigger. ``fraction`` (model alignment, FLAME §7) replaces the
   fixed count by ``round(fraction · batch length)``.

@@ -23,10 +23,13 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..defenses.base import ParameterError
+from ..core.errors import ParameterError
+from ..core.params import Param, validate_params
+from ..core.registry import Registry
 from ..models import ParamLayout
 
 __all__ = [
+    "ATTACKS",
     "Attack",
     "AttackContext",
     "ClientPlan",
@@ -41,85 +44,6 @@ __all__ = [
     "register_attack",
     "validate_attack_params",
 ]
-
-
-# ------------------------------------------------------------------------------------------ parameters
-
-
-@dataclass(frozen=True)
-class Param:
-    """One attack parameter: default, a check of the value, and the allowed range in words.
-
-    ``required`` parameters have no default. ``convert`` normalises a valid value (e.g. int → float).
-    """
-
-    default: Any = None
-    check: Callable[[Any], bool] = lambda v: True
-    allowed: str = ""
-    required: bool = False
-    convert: Callable[[Any], Any] = lambda v: v
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-           default: Any = None, required: bool = False, nullable: bool = False) -> Param:
-    """A float parameter in a (half-)open or closed interval."""
-
-    def check(v: Any) -> bool:
-        if v is None:
-            return nullable
-        if not _is_num(v):
-            return False
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return False
-        if hi is not None and (v >= hi if hi_open else v > hi):
-            return False
-        return True
-
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    rng = f"a number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-    if nullable:
-        rng += " or null"
-    return Param(default, check, rng, required, lambda v: None if v is None else float(v))
-
-
-def integer(lo: int = 0, default: Any = None, nullable: bool = False) -> Param:
-    return Param(
-        default,
-        lambda v: (v is None and nullable) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo),
-        f"an integer >= {lo}" + (" or null" if nullable else ""),
-    )
-
-
-def choice(*values: Any, default: Any = None) -> Param:
-    return Param(default if default is not None else values[0], lambda v: v in values, f"one of {list(values)}")
-
-
-def boolean(default: bool) -> Param:
-    return Param(default, lambda v: isinstance(v, bool), "true or false")
-
-
-def _validate(owner: str, spec: Mapping[str, Param], params: Mapping[str, Any] | None) -> dict[str, Any]:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ParameterError(f"{owner}: unknown parameter {unknown[0]!r}; allowed: {sorted(spec)}")
-    out: dict[str, Any] = {}
-    for key, p in spec.items():
-        if key not in params:
-            if p.required:
-                raise ParameterError(f"{owner}: parameter {key!r} is required ({p.allowed})")
-            out[key] = p.default
-            continue
-        v = params[key]
-        if not p.check(v):
-            raise ParameterError(f"{owner}: {key}={v!r} is invalid; {p.allowed}")
-        out[key] = p.convert(v)
-    return out
 
 
 # -------------------------------------------------------------------------------------------- context
@@ -213,20 +137,28 @@ class ClientPlan:
 # -------------------------------------------------------------------------------------- data poisoning
 
 
-class DataPoison:
-    """A data-poisoning step; subclasses set ``name``, ``summary``, ``params_spec``."""
+class _Declared:
+    """A named step with declared parameters (``params_spec``), validated at construction and at config time."""
 
+    kind: ClassVar[str] = ""  # the word used in error messages
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     params_spec: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, params: Mapping[str, Any], ctx: AttackContext):
-        self.params = _validate(f"data poisoning {self.name!r}", self.params_spec, params)
+        self.params = self.validate(params)
         self.ctx = ctx
 
     @classmethod
     def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        return _validate(f"data poisoning {cls.name!r}", cls.params_spec, params)
+        """Check ``params`` without an experiment (config time); raise :class:`ParameterError` naming the key."""
+        return validate_params(f"{cls.kind} {cls.name!r}", cls.params_spec, params)
+
+
+class DataPoison(_Declared):
+    """A data-poisoning step; subclasses set ``name``, ``summary``, ``params_spec``."""
+
+    kind = "data poisoning"
 
     def prepare(
         self, x: Tensor, y: Tensor, rank: int, generator: torch.Generator, fraction: Optional[float] = None
@@ -250,24 +182,13 @@ class DataPoison:
 # ------------------------------------------------------------------------------------------ the attack
 
 
-class Attack:
+class Attack(_Declared):
     """Base class of registered attacks. Subclasses set ``name``, ``summary``, ``paper`` and ``params_spec``."""
 
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
+    kind = "attack"
     paper: ClassVar[str] = ""
-    params_spec: ClassVar[dict[str, Param]] = {}
     omniscient: ClassVar[bool] = False  # crafts its updates from the round's benign updates (no training)
     needs_previous_global: ClassVar[bool] = False
-
-    def __init__(self, params: Mapping[str, Any], ctx: AttackContext):
-        self.params = self.validate(params)
-        self.ctx = ctx
-
-    @classmethod
-    def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Check ``params`` without an experiment (config time); raise :class:`ParameterError` naming the key."""
-        return _validate(f"attack {cls.name!r}", cls.params_spec, params)
 
     # --- per client and round
     def plan(self, cid: int, rank: int, x: Tensor, y: Tensor, state: RoundState) -> ClientPlan:
@@ -291,27 +212,20 @@ class Attack:
         return f"{type(self).__name__}({self.params!r})"
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"attack name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return ATTACKS.register(cls)
 
 
 def available_attacks() -> dict[str, type[Attack]]:
     """Name → class, sorted by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return ATTACKS.items()
 
 
 def get_attack_class(name: str) -> type[Attack]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown attack {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return ATTACKS.get(name)
 
 
 def validate_attack_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -320,4 +234,3 @@ def validate_attack_params(name: str, params: Mapping[str, Any] | None) -> dict[
 
 def build_attack(name: str, params: Mapping[str, Any] | None, ctx: AttackContext) -> Attack:
     return get_attack_class(name)(dict(params or {}), ctx)
-

@@ -1,4 +1,4 @@
-"""Fang et al. (USENIX Security 2020) untargeted attack on Krum, full-knowledge variant (algorithms.md §5).
+"""Fang et al. (USENIX Security 2020) untargeted attack on Krum, full-knowledge variant (docs/attacks.md, Sources.4).
 
 With m clients of which c are attackers, the benign updates Δ_1..Δ_{m−c} known and the global model G:
 
@@ -15,37 +15,23 @@ With m clients of which c are attackers, the benign updates Δ_1..Δ_{m−c} kno
 
 Deviations (documented): Krum is evaluated in the order of the round's selection with the crafted updates in
 the attackers' positions, and "selected" means Krum picks *any* crafted update (they are ε-close, so choosing
-one of the other attackers' copies harms the model the same way). Krum is the registered ``krum`` defense when
-one exists, else :func:`krum_select` below (squared distances, Blanchard et al.). λ uses all d coordinates
-(BatchNorm statistics, if any, are crafted like weights).
+one of the other attackers' copies harms the model the same way). Krum is
+:func:`fedshield.core.numeric.krum_select` (squared distances, Blanchard et al.; the same scores as the ``krum``
+defense) on the trainable coordinates, as the defense computes it. λ uses all d coordinates (BatchNorm
+statistics, if any, are crafted like weights).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["krum_scores", "krum_select", "fang_lambda_max", "craft_fang_krum"]
+from ..core.numeric import krum_select
 
-
-def krum_scores(updates: Tensor, f: int) -> Tensor:
-    """Krum score of each row: sum of squared distances to its n − f − 2 nearest other rows."""
-    n = updates.shape[0]
-    k = n - f - 2
-    if k < 1:
-        raise ValueError(f"Krum needs n - f - 2 >= 1, got n={n}, f={f}")
-    u = updates.double()
-    d2 = torch.cdist(u, u).pow(2)
-    d2.fill_diagonal_(float("inf"))
-    return d2.topk(k, dim=1, largest=False).values.sum(dim=1)
-
-
-def krum_select(updates: Tensor, f: int) -> int:
-    """Index Krum selects (lowest score; ties go to the smallest index)."""
-    return int(torch.argmin(krum_scores(updates, f)))
+__all__ = ["fang_lambda_max", "craft_fang_krum"]
 
 
 def fang_lambda_max(benign: Tensor, c: int) -> float:
@@ -71,14 +57,13 @@ def craft_fang_krum(
     generator: torch.Generator,
     eps: float = 0.01,
     lambda_min: float = 1e-5,
-    select: Optional[Callable[[Tensor, int], int]] = None,
+    trainable: Optional[Tensor] = None,
 ) -> tuple[list[Tensor], float, bool]:
     """Crafted updates for the attackers, the λ used, and whether Krum selected a crafted update.
 
     ``benign``: (m − c, d) benign updates in selection order; ``attacker_positions``: the attackers' indices in
-    the full (m, d) matrix; ``select(updates, f)`` returns Krum's choice (default :func:`krum_select`).
+    the full (m, d) matrix; ``trainable`` (d,) bool: the coordinates Krum compares (default all).
     """
-    select = select or krum_select
     c = len(attacker_positions)
     m = benign.shape[0] + c
     d = benign.shape[1]
@@ -97,7 +82,7 @@ def craft_fang_krum(
         full = torch.empty(m, d, dtype=benign.dtype)
         full[benign_pos] = benign
         full[pos] = torch.stack(crafted)
-        if select(full, c) in pos:
+        if krum_select(full if trainable is None else full[:, trainable], c) in pos:
             chosen = True
             break
         if lam / 2 < lambda_min:

@@ -21,21 +21,10 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .base import (
-    Attack,
-    AttackContext,
-    ClientPlan,
-    Param,
-    ParameterError,
-    RoundState,
-    TrainHooks,
-    boolean,
-    choice,
-    integer,
-    number,
-    register_attack,
-)
-from .fang import craft_fang_krum, krum_select
+from ..core.errors import ParameterError
+from ..core.params import Param, boolean, choice, integer, number
+from .base import Attack, AttackContext, ClientPlan, RoundState, TrainHooks, register_attack
+from .fang import craft_fang_krum
 from .model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, scale_update, topk_mask
 from .poisoning import DATA_POISONS, build_data_poison
 
@@ -63,9 +52,9 @@ class _Composed(Attack):
     @classmethod
     def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
         if cls.data_name is not None:
-            return DATA_POISONS[cls.data_name].validate(params)
+            return DATA_POISONS.get(cls.data_name).validate(params)
         out = super().validate(params)
-        out["data_params"] = DATA_POISONS[out["data"]].validate(out["data_params"])
+        out["data_params"] = DATA_POISONS.get(out["data"]).validate(out["data_params"])
         return out
 
     def __init__(self, params: Mapping[str, Any], ctx: AttackContext):
@@ -95,7 +84,7 @@ class _Composed(Attack):
 
 def _data_only(name: str, data: str, summary: str, paper: str) -> type[Attack]:
     cls = type(name, (_Composed,), {"name": name, "data_name": data, "summary": summary, "paper": paper,
-                                     "params_spec": DATA_POISONS[data].params_spec})
+                                     "params_spec": DATA_POISONS.get(data).params_spec})
     return register_attack(cls)
 
 
@@ -269,32 +258,7 @@ class FangKrum(Attack):
         pos = [i for i, c in enumerate(state.selected) if c in set(state.attackers)]
         crafted, lam, chosen = craft_fang_krum(
             benign_updates, pos, state.rng("fang", -1), self.params["eps"], self.params["lambda_min"],
-            select=_registered_krum(state),
+            trainable=state.layout.trainable_mask(device=benign_updates.device),
         )
         self.last = {"lambda": lam, "selected": chosen}
         return crafted
-
-
-def _registered_krum(state: RoundState):
-    """Krum's choice through the registered ``krum`` defense when one exists (else None → own Krum)."""
-    try:
-        from ..defenses import DefenseContext, RoundInput, available_defenses, build_defense
-    except ImportError:  # pragma: no cover
-        return None
-    if "krum" not in available_defenses():
-        return None
-
-    def select(updates: Tensor, f: int) -> int:
-        try:
-            defense = build_defense("krum", {"f": f}, DefenseContext(layout=state.layout))
-        except ValueError:  # a Krum with other parameter names: use the module's own
-            return krum_select(updates, f)
-        agg = defense.aggregate(RoundInput(
-            global_params=state.global_params, updates=updates.to(state.global_params.dtype), layout=state.layout,
-            round=state.round, client_ids=list(state.selected), num_samples=torch.ones(updates.shape[0]),
-            generator=torch.Generator().manual_seed(0),
-        ))
-        idx = torch.nonzero(agg.accepted).flatten()
-        return int(idx[0]) if len(idx) == 1 else krum_select(updates, f)
-
-    return select

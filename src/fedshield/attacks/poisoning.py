@@ -36,24 +36,22 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor
 
+from ..core.numeric import is_int
 from .backdoor import BatchPoisoner, SubstitutePoisoner, flip_labels
-from .base import AttackContext, DataPoison, Param, ParameterError, boolean, choice, integer, number
+from ..core.errors import ParameterError
+from ..core.params import Param, boolean, choice, integer, number
+from ..core.registry import Registry
+from .base import AttackContext, DataPoison
 from .triggers import BLEND_PATTERNS, BlendTrigger, Trigger, blend_pattern, named_trigger
 
 __all__ = ["DATA_POISONS", "build_data_poison", "stripe_score", "mean_intensity"]
 
-DATA_POISONS: dict[str, type[DataPoison]] = {}
-
-
-def _register(cls: type[DataPoison]) -> type[DataPoison]:
-    DATA_POISONS[cls.name] = cls
-    return cls
+DATA_POISONS: Registry[type[DataPoison]] = Registry("data poisoning", ParameterError)
+_register = DATA_POISONS.register
 
 
 def build_data_poison(name: str, params: Mapping[str, Any] | None, ctx: AttackContext) -> DataPoison:
-    if name not in DATA_POISONS:
-        raise ParameterError(f"unknown data poisoning {name!r}; available: {sorted(DATA_POISONS)}")
-    return DATA_POISONS[name](params or {}, ctx)
+    return DATA_POISONS.get(name)(params or {}, ctx)
 
 
 @_register
@@ -163,7 +161,7 @@ class _SubpopulationPoison(DataPoison):
 
 
 def _index_list(v: Any) -> bool:
-    return v is None or (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v))
+    return v is None or (isinstance(v, list) and all(is_int(i) and i >= 0 for i in v))
 
 
 @_register

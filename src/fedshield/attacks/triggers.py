@@ -1,6 +1,6 @@
 """Pixel triggers: a set of (row, col) positions set to a value on every channel.
 
-Named patterns (algorithms.md §5, §3.4):
+Named patterns (docs/attacks.md, Sources.1; docs/defenses.md, Fedward.5; docs/defenses.md, FLAIN.5):
 
 * ``dba``: the DBA MNIST global trigger, four 1×4 bars at rows 0 and 3, columns 0–3 and 6–9 (Xie et al.,
   ICLR 2020, authors' config; reused by Fedward). Its four local parts are the four bars, in the order

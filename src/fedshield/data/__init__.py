@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors and client partitions (DESIGN.md, ``data/``; algorithms.md §1.7, §6).
+"""Datasets as in-memory tensors and client partitions (docs/architecture.md, ``data/``;
+docs/partitions.md).
 
 Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 batches) or a seed
 (synthetic) into tensors, and labels into per-client index tensors.
@@ -6,6 +7,7 @@ Knows nothing of models or federated learning: it turns files (IDX, CIFAR-10 bat
 
 from .cifar import read_cifar10, read_cifar_batch
 from .datasets import (
+    DATASETS,
     DATASET_NAMES,
     Dataset,
     clear_dataset_cache,
@@ -14,11 +16,13 @@ from .datasets import (
     locate_dataset,
 )
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels, write_idx
-from .partition import PARTITION_METHODS, class_histogram, deg_niid, dirichlet, fang_q, iid, partition
+from .partition import PARTITION_METHODS, PARTITIONS, class_histogram, deg_niid, dirichlet, fang_q, iid, partition
 from .synthetic import make_synthetic
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
+    "PARTITIONS",
     "PARTITION_METHODS",
     "DataFileError",
     "DataNotFoundError",

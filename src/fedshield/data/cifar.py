@@ -1,4 +1,4 @@
-"""CIFAR-10 "python version" batches (DESIGN.md, ``data/``).
+"""CIFAR-10 "python version" batches (docs/architecture.md, ``data/``).
 
 The official archive unpacks to a folder ``cifar-10-batches-py`` with pickles ``data_batch_1`` ..
 ``data_batch_5`` (10 000 images each) and ``test_batch``. Each pickle is a dict with ``b"data"``, an

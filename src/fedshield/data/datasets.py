@@ -1,7 +1,8 @@
-"""Datasets as in-memory tensors, and where to find them (DESIGN.md, ``data/``).
+"""Datasets as in-memory tensors, and where to find them (docs/architecture.md, ``data/``).
 
 ``load_dataset(name)`` returns a :class:`Dataset` with images ``(N, C, H, W)`` float32 scaled to [0, 1] (no
-normalisation: Fedward and FLAIN feed raw [0, 1] pixels, algorithms.md §3.4) and int64 labels.
+normalisation, as in the Fedward authors' code: docs/defenses.md, Fedward.5; FLAIN's code standardises,
+docs/defenses.md, FLAIN.5) and int64 labels.
 
 Where the files are looked for, in order (the first complete folder wins):
 
@@ -24,18 +25,21 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
 import torch
-from torch import Tensor
 
+from ..core.registry import Registry
 from .cifar import CIFAR_DIR_NAME, CIFAR_INSTALL_HINT, find_cifar_dir, read_cifar10
+from .dataset import Dataset
 from .idx import DataFileError, DataNotFoundError, read_idx, read_idx_images, read_idx_labels
+from .synthetic import make_synthetic
 
 __all__ = [
     "Dataset",
+    "DATASETS",
     "DATASET_NAMES",
     "ENV_VAR",
     "SYSTEM_DIRS",
@@ -47,7 +51,12 @@ __all__ = [
     "clear_dataset_cache",
 ]
 
-DATASET_NAMES: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+DATASETS: Registry[str] = Registry("dataset")
+DATASETS.register("fashion_mnist", "fashion_mnist", "Fashion-MNIST: 60k/10k 28x28 grey images, 10 classes (IDX files)")
+DATASETS.register("mnist", "mnist", "MNIST: 60k/10k 28x28 grey digits, 10 classes (IDX files)")
+DATASETS.register("cifar10", "cifar10", "CIFAR-10: 50k/10k 32x32 colour images, 10 classes (python batches)")
+DATASETS.register("synthetic", "synthetic", "deterministic synthetic blobs for fast tests (no files)")
+DATASET_NAMES: Final = ("fashion_mnist", "mnist", "cifar10", "synthetic")  # the registry's names, in this order
 ENV_VAR: Final = "FEDSHIELD_DATA"
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
@@ -99,50 +108,6 @@ _IDX_SOURCES: Final = {
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
     ),
 }
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A whole dataset in memory: images ``(N, C, H, W)`` float32 in [0, 1], labels ``(N,)`` int64."""
-
-    name: str
-    train_x: Tensor = field(repr=False)
-    train_y: Tensor = field(repr=False)
-    test_x: Tensor = field(repr=False)
-    test_y: Tensor = field(repr=False)
-    num_classes: int
-
-    def __post_init__(self) -> None:
-        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
-            if x.dtype != torch.float32 or x.dim() != 4:
-                raise ValueError(f"{self.name}: {split}_x must be (N, C, H, W) float32, got {tuple(x.shape)} {x.dtype}")
-            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-                raise ValueError(
-                    f"{self.name}: {split}_y must be ({x.shape[0]},) int64, got {tuple(y.shape)} {y.dtype}"
-                )
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise ValueError(
-                f"{self.name}: train images {tuple(self.train_x.shape[1:])} and test images "
-                f"{tuple(self.test_x.shape[1:])} differ in shape"
-            )
-        if self.num_classes < 2:
-            raise ValueError(f"{self.name}: num_classes={self.num_classes} is invalid; must be >= 2")
-
-    @property
-    def in_channels(self) -> int:
-        """Number of image channels C."""
-        return int(self.train_x.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        """Side length of the (square) images."""
-        return int(self.train_x.shape[-1])
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
-            f"num_classes={self.num_classes})"
-        )
 
 
 def _canonical(name: str) -> str:
@@ -350,8 +315,6 @@ def _load_cifar_folder(folder: Path) -> Dataset:
 @functools.lru_cache(maxsize=8)
 def _load_cached(key: str, folder: str) -> Dataset:
     if key == "synthetic":
-        from .synthetic import make_synthetic  # synthetic imports Dataset from this module
-
         return make_synthetic()
     if key == "cifar10":
         return _load_cifar_folder(Path(folder))

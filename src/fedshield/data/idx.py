@@ -1,6 +1,6 @@
 """IDX files (the MNIST / Fashion-MNIST format), read strictly and written for tests.
 
-Layout (DESIGN.md, ``data/``): a 4-byte magic ``00 00 <dtype> <ndim>``, then ``ndim`` big-endian uint32
+Layout: a 4-byte magic ``00 00 <dtype> <ndim>``, then ``ndim`` big-endian uint32
 dimensions, then exactly ``prod(dims)`` items of ``dtype`` in big-endian order. MNIST-like labels have
 magic ``0x00000801`` (uint8, 1-D) and images ``0x00000803`` (uint8, 3-D). Files may be gzip-compressed;
 compression is detected from the gzip magic bytes ``1f 8b``, never from the file name.
@@ -21,6 +21,8 @@ from typing import Final
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..core.errors import DataFileError, DataNotFoundError
 
 __all__ = [
     "DataFileError",
@@ -45,14 +47,6 @@ _IDX_DTYPES: Final[dict[int, np.dtype]] = {
 _CODE_OF_KIND: Final[dict[tuple[str, int], int]] = {
     (dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()
 }
-
-
-class DataFileError(ValueError):
-    """A data file exists but is malformed (wrong magic, truncated, extra bytes, bad shape or keys)."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A dataset could not be found anywhere it was looked for; the message lists the places and the fix."""
 
 
 def _read_bytes(path: Path) -> bytes:

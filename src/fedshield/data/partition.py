@@ -1,4 +1,4 @@
-"""Client partitions of a labelled dataset (algorithms.md §1.7 and §6).
+"""Client partitions of a labelled dataset (docs/partitions.md).
 
 Every function is pure and deterministic for a ``seed`` (all randomness comes from
 ``numpy.random.default_rng(seed)``), uses every sample at most once, and returns one sorted int64 index
@@ -9,14 +9,17 @@ and then returns indices into the full ``labels`` tensor.
 
 from __future__ import annotations
 
-import math
-from typing import Final
+from typing import Callable, Final
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.numeric import is_finite_number, is_int, is_number
+from ..core.registry import Registry
+
 __all__ = [
+    "PARTITIONS",
     "PARTITION_METHODS",
     "iid",
     "dirichlet",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 PARTITION_METHODS: Final = ("iid", "dirichlet", "deg_niid", "fang_q")
+PARTITIONS: Registry[Callable[..., list[Tensor]]] = Registry("partition")
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -37,7 +41,7 @@ def _bad(name: str, value: object, allowed: str) -> ValueError:
 
 
 def _check_clients(num_clients: int) -> None:
-    if not isinstance(num_clients, (int, np.integer)) or isinstance(num_clients, bool) or num_clients < 1:
+    if not is_int(num_clients) or num_clients < 1:
         raise _bad("num_clients", num_clients, "must be an integer >= 1")
 
 
@@ -55,7 +59,7 @@ def _num_classes(labels: np.ndarray, num_classes: int | None) -> int:
     present = int(labels.max()) + 1 if labels.size else 0
     if num_classes is None:
         return max(present, 1)
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+    if not is_int(num_classes) or num_classes < 1:
         raise _bad("num_classes", num_classes, "must be an integer >= 1")
     if present > num_classes:
         raise _bad("num_classes", num_classes, f"labels go up to {present - 1}")
@@ -63,7 +67,7 @@ def _num_classes(labels: np.ndarray, num_classes: int | None) -> int:
 
 
 def _check_unit(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
         raise _bad(name, value, "must be a number in [0, 1]")
     return float(value)
 
@@ -92,7 +96,7 @@ def iid(num_samples_or_indices: int | Tensor, num_clients: int, seed: int) -> li
         pool = num_samples_or_indices.detach().cpu().numpy().astype(np.int64)
     else:
         n = num_samples_or_indices
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        if not is_int(n) or n < 0:
             raise _bad("num_samples", num_samples_or_indices, "must be an integer >= 0")
         pool = np.arange(int(num_samples_or_indices), dtype=np.int64)
     shuffled = pool[np.random.default_rng(seed).permutation(pool.size)]
@@ -103,14 +107,14 @@ def iid(num_samples_or_indices: int | Tensor, num_clients: int, seed: int) -> li
 
 
 def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list[Tensor]:
-    """Per-class Dirichlet split (§6.1).
+    """Per-class Dirichlet split (docs/partitions.md, Dirichlet).
 
     For each class c in ascending order: shuffle its samples, draw p ~ Dir(alpha·1_K), and let client k take
     the next ``round(|c|·p_k)`` samples, truncated at the end of the list. Rounding can leave a few samples of
     a class unassigned (as in the DBA / Bagdasaryan code); they are not used.
     """
     _check_clients(num_clients)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+    if not is_finite_number(alpha) or alpha <= 0:
         raise _bad("alpha", alpha, "must be > 0")
     y = _labels_np(labels)
     rng = np.random.default_rng(seed)
@@ -128,7 +132,7 @@ def dirichlet(labels: Tensor, num_clients: int, alpha: float, seed: int) -> list
 def deg_niid(
     labels: Tensor, num_clients: int, fraction: float, seed: int, num_classes: int | None = None
 ) -> list[Tensor]:
-    """FLAME's Deg_nIID split (§1.7).
+    """FLAME's Deg_nIID split (docs/partitions.md, DegNIID).
 
     Client k belongs to group ``k % L`` (L = ``num_classes``, default ``max(labels) + 1``). Every client gets
     ``n_c = N // K`` samples: first ``round(fraction·n_c)`` of its group's class, drawn without replacement
@@ -162,7 +166,7 @@ def deg_niid(
 
 
 def fang_q(labels: Tensor, num_clients: int, q: float, seed: int, num_classes: int | None = None) -> list[Tensor]:
-    """Fang et al.'s / FLTrust's degree of non-IID (§6.2).
+    """Fang et al.'s / FLTrust's degree of non-IID (docs/partitions.md, FangQ).
 
     Client k belongs to group ``k % L`` (L = ``num_classes``); ``num_clients >= L`` so no group is empty. A
     sample with label l goes to group l with probability q, else to one of the other L − 1 groups uniformly,
@@ -187,6 +191,12 @@ def fang_q(labels: Tensor, num_clients: int, q: float, seed: int, num_classes: i
 
 
 # --------------------------------------------------------------------------------------------- dispatch
+
+
+PARTITIONS.register(iid, "iid", "uniformly at random, equal sizes")
+PARTITIONS.register(dirichlet, "dirichlet", "label skew: class shares per client ~ Dirichlet(alpha) (data.alpha)")
+PARTITIONS.register(deg_niid, "deg_niid", "FLAME's degree of non-IID: a share (data.fraction) from one class group")
+PARTITIONS.register(fang_q, "fang_q", "Fang et al.'s q: a client's main group gets probability q (data.q)")
 
 
 def partition(

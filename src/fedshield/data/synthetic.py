@@ -1,4 +1,4 @@
-"""A deterministic synthetic image-classification dataset for fast tests (DESIGN.md, ``data/``).
+"""A deterministic synthetic image-classification dataset for fast tests (docs/architecture.md, ``data/``).
 
 Each class has a fixed random prototype image: smooth blobs made by upsampling a random 7×7 grid. A sample
 is its class prototype with a random contrast in [0.6, 1.0] plus Gaussian pixel noise (std 0.25), clipped to
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .datasets import Dataset
+from ..core.numeric import is_int
+from .dataset import Dataset
 
 __all__ = ["make_synthetic"]
 
@@ -52,7 +53,7 @@ def make_synthetic(
         ("image_size", image_size, 4),
         ("channels", channels, 1),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"{name}={value!r} is invalid; must be an integer >= {low}")
     proto_ss, train_ss, test_ss = np.random.SeedSequence(seed).spawn(3)
     grid = np.random.default_rng(proto_ss).uniform(0.0, 1.0, size=(num_classes, channels, _GRID, _GRID))

@@ -1,7 +1,7 @@
 """Adaptive Federated Averaging (Muñoz-González, Co, Lupu, "Byzantine-Robust Federated Machine Learning through
 Adaptive Model Averaging", arXiv 1909.05125, 2019).
 
-algorithms.md §4 notes that AFA was **not researched** for this project: the paper's text was not read. What is
+AFA was **not researched** for this project (docs/defenses.md, AFA): the paper's text was not read. What is
 below follows the algorithm as it is commonly summarised; every detail that could not be checked against the
 paper is tagged [U].
 
@@ -21,29 +21,22 @@ Per round, among the clients that are not blocked:
    Beta(α_k, β_k) exceeds δ = 0.95 (the regularised incomplete beta function I_{0.5}(α_k, β_k)).
 
 Blocked clients never enter the aggregate (accepted = False). Cosines use the trainable coordinates only (float64);
-batch-norm buffers are the plain mean over the accepted clients (algorithms.md §0.3). The reputation state is a
-pair of plain dicts keyed by client id plus a dict of blocked ids, so the defense pickles with checkpoints.
+batch-norm buffers are the plain mean over the accepted clients (docs/defenses.md, Conventions.3). The reputation
+state is a pair of plain dicts keyed by client id plus a dict of blocked ids, so the defense pickles with
+checkpoints.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from scipy.special import betainc
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .flame import true_median
-from .krum import assemble
+from ..core.numeric import is_bool, is_finite_number, median, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["AFA", "afa_filter"]
-
-
-def _real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def afa_filter(
@@ -66,7 +59,7 @@ def afa_filter(
         denom = (norms * a_norm).clamp_min(torch.finfo(torch.float64).tiny)
         sims = (x64 @ a64) / denom
         s = sims[good]
-        mu, med, sd = float(s.mean()), float(true_median(s)), float(s.std(unbiased=False))
+        mu, med, sd = float(s.mean()), float(median(s)), float(s.std(unbiased=False))
         if mu < med:
             bad = good & (sims < med - xi * sd)
         else:
@@ -107,13 +100,13 @@ class AFA(Defense):
 
     def __init__(self, xi0: float = 2.0, delta_xi: float = 0.5, block: bool = True, block_threshold: float = 0.95,
                  prior_alpha: float = 3.0, prior_beta: float = 3.0, weighting: str = "samples"):
-        require(_real(xi0) and xi0 > 0, "xi0", xi0, "allowed: a finite number > 0")
-        require(_real(delta_xi) and delta_xi >= 0, "delta_xi", delta_xi, "allowed: a finite number >= 0")
-        require(isinstance(block, bool), "block", block, "allowed: True, False")
-        require(_real(block_threshold) and 0 < block_threshold < 1, "block_threshold", block_threshold,
+        require(is_finite_number(xi0) and xi0 > 0, "xi0", xi0, "allowed: a finite number > 0")
+        require(is_finite_number(delta_xi) and delta_xi >= 0, "delta_xi", delta_xi, "allowed: a finite number >= 0")
+        require(is_bool(block), "block", block, "allowed: True, False")
+        require(is_finite_number(block_threshold) and 0 < block_threshold < 1, "block_threshold", block_threshold,
                 "allowed: 0 < block_threshold < 1")
-        require(_real(prior_alpha) and prior_alpha > 0, "prior_alpha", prior_alpha, "allowed: a finite number > 0")
-        require(_real(prior_beta) and prior_beta > 0, "prior_beta", prior_beta, "allowed: a finite number > 0")
+        require(is_finite_number(prior_alpha) and prior_alpha > 0, "prior_alpha", prior_alpha, "allowed: a finite number > 0")
+        require(is_finite_number(prior_beta) and prior_beta > 0, "prior_beta", prior_beta, "allowed: a finite number > 0")
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         self.xi0 = float(xi0)
         self.delta_xi = float(delta_xi)

@@ -1,5 +1,5 @@
 """Auror (Shen, Tople, Saxena, "Auror: Defending Against Poisoning Attacks in Collaborative Deep Learning Systems",
-ACSAC 2016; algorithms.md §4).
+ACSAC 2016; docs/defenses.md, Auror).
 
 1. For every feature (coordinate) of the updates, cluster the n clients' values with 2-means. If the distance
    between the two centres exceeds α the feature is *indicative* (α = 0.02 for MNIST, 0.0045 for GTSRB in the
@@ -17,46 +17,23 @@ Choices [U]: the paper computes the indicative features over its first training 
 everything is recomputed every round from that round's updates. Features are the trainable coordinates (or those
 of the layers named in ``layer``); ``max_features`` samples a subset of them uniformly without replacement with
 ``inp.generator`` each round (for large models). Batch-norm buffers never are features and are the plain mean of
-the accepted clients (algorithms.md §0.3).
+the accepted clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, is_number, two_means_1d, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
-__all__ = ["Auror", "two_means_1d", "auror_suspicion"]
+__all__ = ["Auror", "auror_suspicion"]
 
 _CHUNK_ELEMS = 1 << 22  # n × columns processed at once
-
-
-def two_means_1d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact 2-means of each column of ``x`` (n, c), n >= 2.
-
-    Returns (sorted order (n, c) of row indices, split size s (c,) = size of the lower cluster in 1..n−1,
-    centre distance (c,) = mean of the upper cluster − mean of the lower cluster, float64).
-    """
-    n = x.shape[0]
-    srt, order = torch.sort(x.to(torch.float64), dim=0)
-    csum = torch.cumsum(srt, dim=0)
-    total = csum[-1]
-    left = csum[:-1]  # (n−1, c): S_s for s = 1..n−1
-    s = torch.arange(1, n, dtype=torch.float64, device=x.device).unsqueeze(1)
-    between = left * left / s + (total - left) ** 2 / (n - s)
-    best = torch.argmax(between, dim=0)  # first maximum → smallest s
-    split = best + 1
-    left_sum = torch.gather(left, 0, best.unsqueeze(0)).squeeze(0)
-    sf = split.to(torch.float64)
-    gap = (total - left_sum) / (n - sf) - left_sum / sf
-    return order, split, gap
 
 
 def auror_suspicion(x: Tensor, alpha: float) -> tuple[Tensor, int]:
@@ -106,13 +83,14 @@ class Auror(Defense):
 
     def __init__(self, alpha: float = 0.02, tau: float = 0.5, layer: str | Sequence[str] | None = None,
                  max_features: int | None = None, weighting: str = "samples"):
-        require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha >= 0,
+        require(is_finite_number(alpha) and alpha >= 0,
                 "alpha", alpha, "allowed: a finite number >= 0")
-        require(isinstance(tau, (int, float)) and not isinstance(tau, bool) and 0 <= tau < 1, "tau", tau,
+        require(is_number(tau) and 0 <= tau < 1, "tau", tau,
                 "allowed: 0 <= tau < 1")
         if isinstance(layer, str):
             layer = [layer]
-        require(layer is None or (len(layer) > 0 and all(isinstance(s, str) for s in layer)), "layer", layer,
+        require(layer is None or (isinstance(layer, (list, tuple)) and len(layer) > 0
+                                  and all(isinstance(s, str) for s in layer)), "layer", layer,
                 "allowed: None, a tensor name, or a non-empty list of tensor names")
         require(max_features is None or (is_int(max_features) and max_features >= 1), "max_features", max_features,
                 "allowed: None or an integer >= 1")

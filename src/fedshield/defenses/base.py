@@ -1,4 +1,4 @@
-"""The defense contract (DESIGN.md): one round's client updates in, the next global model out.
+"""The defense contract (docs/architecture.md): one round's client updates in, the next global model out.
 
 A defense is constructed once per experiment with validated parameters, then ``aggregate`` is called every
 round with a :class:`RoundInput`. It must not reach into the simulator: anything else it needs (a model, a
@@ -14,6 +14,9 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..core.errors import ParameterError
+from ..core.numeric import assemble_global
+from ..core.params import Param, require, spec_from_signature, validate_params
 from ..models import ParamLayout
 
 __all__ = [
@@ -21,20 +24,12 @@ __all__ = [
     "Aggregate",
     "Defense",
     "DefenseContext",
+    "LocalTrain",
     "check_round_input",
     "ParameterError",
+    "assemble",
     "require",
 ]
-
-
-class ParameterError(ValueError):
-    """An impossible defense or attack parameter; the message names it and the allowed range."""
-
-
-def require(condition: bool, name: str, value: Any, allowed: str) -> None:
-    """Raise :class:`ParameterError` ``"<name>=<value> is invalid; <allowed>"`` unless ``condition``."""
-    if not condition:
-        raise ParameterError(f"{name}={value!r} is invalid; {allowed}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,12 @@ class Aggregate:
     info: Mapping[str, float] = field(default_factory=dict)
 
 
+# local_train(global_params, x, y, settings, generator) -> the update after SGD on (x, y) from global_params;
+# settings: lr, momentum, weight_decay, epochs, batch_size. The simulator's local training, handed to defenses
+# that train on the server's data (FLTrust) so that they need not import the simulator.
+LocalTrain = Callable[[Tensor, Tensor, Tensor, Mapping[str, float], torch.Generator], Tensor]
+
+
 @dataclass
 class DefenseContext:
     """Things some defenses need at construction (never reached for at aggregation time).
@@ -83,6 +84,7 @@ class DefenseContext:
     num_classes: int = 10
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
+    local_train: LocalTrain | None = None
 
 
 def check_round_input(inp: RoundInput) -> None:
@@ -109,24 +111,69 @@ def check_round_input(inp: RoundInput) -> None:
         raise ValueError("the global model contains non-finite values")
 
 
+def assemble(inp: RoundInput, train_delta: Tensor | None, admitted: Tensor, scale: float = 1.0) -> Tensor:
+    """The next global model: G + scale · ``train_delta`` on trainable coordinates, buffers G + the plain mean of
+    the ``admitted`` updates (:func:`fedshield.core.numeric.assemble_global` on this round's input)."""
+    train = inp.layout.trainable_mask(device=inp.global_params.device)
+    return assemble_global(inp.global_params, inp.updates, train, train_delta, admitted, scale)
+
+
 class Defense(ABC):
     """Base class: subclasses validate their parameters in ``__init__`` and implement ``_aggregate``.
 
     ``aggregate`` validates the input (shapes, NaN/Inf naming the client) then calls ``_aggregate``.
     Subclasses set the class attributes ``name``, ``summary`` (one line) and ``paper``.
+
+    Parameters are declared by the constructor's keyword arguments (:meth:`params_spec`: names, defaults);
+    arguments that come from the experiment rather than the config (a model builder, the server's data) are
+    listed in ``context_args`` and filled in by :meth:`from_config`. :meth:`validate` checks a config's
+    parameters without an experiment, so a run or a sweep can refuse bad settings before anything trains.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    context_args: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def params_spec(cls) -> dict[str, Param]:
+        """The config parameters: the constructor's keyword arguments other than ``context_args``."""
+        return spec_from_signature(cls.__init__, exclude=cls.context_args)
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check ``params`` at config time: unknown or missing keys (from the spec), then the values (the
+        constructor's checks, :meth:`check_values`). Raises :class:`ParameterError` naming the parameter."""
+        validate_params(f"defense {cls.name!r}", cls.params_spec(), params)
+        given = dict(params or {})
+        try:
+            cls.check_values(given)
+        except ParameterError as exc:
+            raise ParameterError(f"defense {cls.name!r}: {exc}") from None
+        return given
+
+    @classmethod
+    def check_values(cls, params: dict[str, Any]) -> None:
+        """Run the constructor's value checks on ``params`` completed with the defaults: :meth:`check_params`."""
+        cls.check_params(**{**{k: p.default for k, p in cls.params_spec().items()}, **params})
+
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
+        """The value checks. Default: construct once (a defense without ``context_args`` does nothing expensive at
+        construction); a defense with ``context_args`` overrides this with the checks its constructor calls."""
+        cls(**params)
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], context: DefenseContext) -> "Defense":
-        """Build from config parameters; defenses that need the context override this."""
-        try:
-            return cls(**params)
-        except TypeError as exc:  # unknown keyword
-            raise ParameterError(f"defense {cls.name!r}: {exc}") from None
+        """Build from config parameters (keys checked against the spec first, so a ``TypeError`` here is a bug,
+        never a user's typo); defenses with ``context_args`` override :meth:`context_values`."""
+        validate_params(f"defense {cls.name!r}", cls.params_spec(), params)
+        return cls(**dict(params), **cls.context_values(context))
+
+    @classmethod
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
+        """The ``context_args`` taken from the experiment's :class:`DefenseContext`."""
+        return {}
 
     def aggregate(self, inp: RoundInput) -> Aggregate:
         check_round_input(inp)

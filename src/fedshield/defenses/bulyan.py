@@ -1,5 +1,5 @@
 """Bulyan (El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed Learning in Byzantium",
-ICML 2018), on top of Krum (krum.py). Bulyan is not covered by algorithms.md and its paper was not re-read for
+ICML 2018), on top of Krum (krum.py); docs/defenses.md, Bulyan. Its paper was not re-read for
 this project: the two steps below are the published rule as commonly stated [U on line numbers].
 
 Requires n ≥ 4f + 3. With θ = n − 2f and β = θ − 2f:
@@ -17,7 +17,7 @@ Choices the paper leaves open [U]:
   keep the value that comes first in sorted order;
 * ``accepted`` marks the θ Krum-selected updates: each of them contributes to the coordinates where it is among
   the β central values, and no other update contributes anywhere;
-* batch-norm buffers are the plain mean over the θ selected clients (algorithms.md §0.3).
+* batch-norm buffers are the plain mean over the θ selected clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .krum import assemble, is_int, krum_scores, pairwise_sq_distances
+from ..core.numeric import is_bool, is_int, krum_scores, pairwise_sq_distances
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["Bulyan", "bulyan_select", "central_mean"]
@@ -79,7 +79,7 @@ class Bulyan(Defense):
 
     def __init__(self, f: int = 1, squared: bool = True):
         require(is_int(f) and f >= 0, "f", f, "allowed: an integer >= 0 with n >= 4f + 3")
-        require(isinstance(squared, bool), "squared", squared, "allowed: True, False")
+        require(is_bool(squared), "squared", squared, "allowed: True, False")
         self.f = int(f)
         self.squared = squared
 

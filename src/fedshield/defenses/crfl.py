@@ -1,6 +1,6 @@
 """CRFL (Xie, Chen, Chen, Li, "CRFL: Certifiably Robust Federated Learning against Backdoor Attacks", ICML 2021).
 
-The paper text was not read; this follows the authors' code ``AI-secure/CRFL`` as summarised in algorithms.md §4 [C]
+The paper text was not read; this follows the authors' code ``AI-secure/CRFL`` (docs/defenses.md, CRFL.1) [C]
 (``main.py``, ``configs/*.yaml``, ``smooth_mnist.py``, ``certify_mnist.py``).
 
 Training, one round (``variant="paper"``, the default):
@@ -26,7 +26,7 @@ Test time (parameter smoothing, the ``smooth_*.py``/``certify_*.py`` scripts): :
 :func:`certify` below are pure functions; :func:`crfl_certified_magnitude` is the authors' bound on the backdoor
 magnitude.
 
-``variant="fedward_code"`` reproduces the "crfl" baseline of the Fedward authors' code (algorithms.md §3.4) [C],
+``variant="fedward_code"`` reproduces the "crfl" baseline of the Fedward authors' code (docs/defenses.md, CRFL.4) [C],
 which is not CRFL: FLAME-style clipping of every update to the median update norm S_t, FedAvg (uniform mean) of
 all clipped updates, and Gaussian noise of std λ·S_t (λ = ``lam`` = 1e-4) on every trainable coordinate.
 """
@@ -39,9 +39,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..core.numeric import clip_updates, is_finite_number, is_int, is_number, median
 from ..models import ParamLayout, load_flat_params
 from .base import Aggregate, Defense, RoundInput, require
-from .flame import clip_updates, true_median
 from .registry import register
 
 __all__ = [
@@ -105,16 +105,16 @@ class CRFL(Defense):
         lam: float = 1e-4,
     ):
         require(variant in ("paper", "fedward_code"), "variant", variant, "allowed: 'paper', 'fedward_code'")
-        require(_is_real(clip_threshold) and math.isfinite(clip_threshold) and clip_threshold > 0,
+        require(is_finite_number(clip_threshold) and clip_threshold > 0,
                 "clip_threshold", clip_threshold, "allowed: a finite number > 0")
-        require(_is_real(clip_a) and math.isfinite(clip_a) and clip_a >= 0, "clip_a", clip_a,
+        require(is_finite_number(clip_a) and clip_a >= 0, "clip_a", clip_a,
                 "allowed: a finite number >= 0")
-        require(_is_real(clip_b) and math.isfinite(clip_b) and clip_b > 0, "clip_b", clip_b,
+        require(is_finite_number(clip_b) and clip_b > 0, "clip_b", clip_b,
                 "allowed: a finite number > 0")
-        require(_is_real(sigma) and math.isfinite(sigma) and sigma >= 0, "sigma", sigma,
+        require(is_finite_number(sigma) and sigma >= 0, "sigma", sigma,
                 "allowed: a finite number >= 0")
         require(weighting in ("uniform", "samples"), "weighting", weighting, "allowed: 'uniform', 'samples'")
-        require(_is_real(lam) and math.isfinite(lam) and lam >= 0, "lam", lam, "allowed: a finite number >= 0")
+        require(is_finite_number(lam) and lam >= 0, "lam", lam, "allowed: a finite number >= 0")
         self.variant = variant
         self.clip_threshold = float(clip_threshold)
         self.clip_a = float(clip_a)
@@ -148,7 +148,7 @@ class CRFL(Defense):
         accepted = torch.ones(inp.n, dtype=torch.bool)
         if self.variant == "fedward_code":
             norms = torch.linalg.vector_norm(upd[:, train].to(torch.float64), dim=1)
-            bound = float(true_median(norms))
+            bound = float(median(norms))
             clipped = upd.clone()
             clipped[:, train] = clip_updates(upd[:, train], bound, norms)
             new = g + self._mean(clipped, inp)
@@ -193,8 +193,8 @@ def smoothed_predict(
     Authors' MNIST test settings: N_m = 1000, σ_T = 0.01 [C]. Noise comes from ``generator`` (a fresh seed-0
     generator if None). Cost: ``num_samples`` forward passes over ``x``.
     """
-    require(_is_real(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
-    require(isinstance(num_samples, int) and num_samples >= 1, "num_samples", num_samples, "allowed: an integer >= 1")
+    require(is_number(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
+    require(is_int(num_samples) and num_samples >= 1, "num_samples", num_samples, "allowed: an integer >= 1")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     model = model_fn()
     layout = ParamLayout.from_module(model)
@@ -238,8 +238,8 @@ def certify(counts: Tensor, alpha: float = 0.001, sigma_t: float = 0.01) -> dict
 
     Returns a dict of tensors (m,): label, pa, pb, certified (bool), hellinger, radius_gaussian.
     """
-    require(_is_real(alpha) and 0 < alpha < 1, "alpha", alpha, "allowed: 0 < alpha < 1")
-    require(_is_real(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
+    require(is_number(alpha) and 0 < alpha < 1, "alpha", alpha, "allowed: 0 < alpha < 1")
+    require(is_number(sigma_t) and sigma_t >= 0, "sigma_t", sigma_t, "allowed: a number >= 0")
     c = torch.as_tensor(counts)
     if c.dim() == 1:
         c = c.unsqueeze(0)
@@ -315,7 +315,3 @@ def crfl_certified_magnitude(
         contract *= 2 * float(phi(torch.tensor(rho(t) / sigma_train, dtype=torch.float64))) - 1
     contract *= 2 * float(phi(torch.tensor(rho(rounds) / sigma_test, dtype=torch.float64))) - 1
     return math.sqrt(fraction / (denom * contract))
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -1,5 +1,5 @@
 """DeepSight (Rieger, Nguyen, Miettinen, Sadeghi, "DeepSight: Mitigating Backdoor Attacks in Federated Learning
-Through Deep Model Inspection", NDSS 2022), Algorithm 1 as summarised in algorithms.md §4 [P].
+Through Deep Model Inspection", NDSS 2022), Algorithm 1 (docs/defenses.md, DeepSight) [P].
 
 One round: filtering → clipping → FedAvg.
 
@@ -26,23 +26,22 @@ own) is accepted iff its share of suspicious updates is < τ = 1/3.
 
 Clipping and aggregation: λ_i = min(1, S / ‖Δ_i‖) with S = the median L2 norm of **all** updates (trainable
 coordinates), and G ← G + mean of the clipped accepted updates (uniform). Batch-norm buffers: plain mean of the
-accepted clients' buffer updates (algorithms.md §0.3). If nothing is accepted the global model is kept.
+accepted clients' buffer updates (docs/defenses.md, Conventions.3). If nothing is accepted the global model is kept.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from sklearn.cluster import HDBSCAN
 from torch import Tensor, nn
 
+from ..core.numeric import clip_updates, cosine_distances, is_bool, is_finite_number, is_int, median
 from ..models import ParamLayout, load_flat_params
 from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, require
 from .fedcc import output_entries
-from .flame import clip_updates, cosine_distances, true_median
 from .registry import register
 
 __all__ = [
@@ -78,7 +77,7 @@ def threshold_exceedings(c: Tensor) -> Tensor:
 
 def suspicious_labels(te: Tensor) -> Tensor:
     """Bool (n,): suspicious iff TE ≤ median(TE) / 2 (Alg. 1, "≤")."""
-    med = float(true_median(te.to(torch.float64)))
+    med = float(median(te.to(torch.float64)))
     return te.to(torch.float64) <= med / 2.0
 
 
@@ -146,15 +145,7 @@ class DeepSight(Defense):
         ddif_batch_size: int = 1000,
         device: str = "cpu",
     ):
-        require(_is_int(num_ddif_samples) and num_ddif_samples >= 1, "num_ddif_samples", num_ddif_samples,
-                "allowed: an integer >= 1 (the paper uses 20000)")
-        require(_is_int(num_seeds) and num_seeds >= 1, "num_seeds", num_seeds, "allowed: an integer >= 1")
-        require(_is_real(tau) and 0 < tau <= 1, "tau", tau, "allowed: 0 < tau <= 1 (the paper uses 1/3)")
-        require(_is_int(min_cluster_size) and min_cluster_size >= 2, "min_cluster_size", min_cluster_size,
-                "allowed: an integer >= 2")
-        require(isinstance(clipping, bool), "clipping", clipping, "allowed: True, False")
-        require(_is_int(ddif_batch_size) and ddif_batch_size >= 1, "ddif_batch_size", ddif_batch_size,
-                "allowed: an integer >= 1")
+        self.check_params(num_ddif_samples, num_seeds, tau, min_cluster_size, clipping, ddif_batch_size)
         if model_fn is None:
             raise ParameterError(
                 "deepsight needs the model architecture for its DDifs (context.model_fn is missing; the simulator "
@@ -185,18 +176,27 @@ class DeepSight(Defense):
         if out.dim() != 2:
             raise ParameterError(f"input_shape={shape!r}: the model's output has shape {tuple(out.shape)}, not (1, P)")
 
+    context_args = ("model_fn", "input_shape", "device")
+
+    @staticmethod
+    def check_params(num_ddif_samples: int, num_seeds: int, tau: float, min_cluster_size: int, clipping: bool,
+                     ddif_batch_size: int) -> None:
+        require(is_int(num_ddif_samples) and num_ddif_samples >= 1, "num_ddif_samples", num_ddif_samples,
+                "allowed: an integer >= 1 (the paper uses 20000)")
+        require(is_int(num_seeds) and num_seeds >= 1, "num_seeds", num_seeds, "allowed: an integer >= 1")
+        require(is_finite_number(tau) and 0 < tau <= 1, "tau", tau, "allowed: 0 < tau <= 1 (the paper uses 1/3)")
+        require(is_int(min_cluster_size) and min_cluster_size >= 2, "min_cluster_size", min_cluster_size,
+                "allowed: an integer >= 2")
+        require(is_bool(clipping), "clipping", clipping, "allowed: True, False")
+        require(is_int(ddif_batch_size) and ddif_batch_size >= 1, "ddif_batch_size", ddif_batch_size,
+                "allowed: an integer >= 1")
+
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], context: DefenseContext) -> "DeepSight":
-        for forbidden in ("model_fn", "input_shape", "device"):
-            if forbidden in params:
-                raise ParameterError(f"defense 'deepsight': {forbidden!r} comes from the experiment, not a parameter")
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
         shape = context.extra.get("input_shape")
         if shape is None and context.server_data is not None and len(context.server_data[0]):
             shape = tuple(context.server_data[0].shape[1:])
-        try:
-            return cls(model_fn=context.model_fn, input_shape=shape, device=context.device, **params)
-        except TypeError as exc:
-            raise ParameterError(f"defense 'deepsight': {exc}") from None
+        return {"model_fn": context.model_fn, "input_shape": shape, "device": context.device}
 
     # ------------------------------------------------------------------------------------------ features
 
@@ -275,7 +275,7 @@ class DeepSight(Defense):
         train = inp.layout.trainable_mask(device=upd.device)
         buf = ~train
         norms = torch.linalg.vector_norm(upd[:, train].to(torch.float64), dim=1)
-        bound = true_median(norms)
+        bound = median(norms)
         new = g.clone()
         k = int(accepted.sum())
         if k > 0:
@@ -292,14 +292,6 @@ class DeepSight(Defense):
             "num_clusters": float(len(np.unique(final))),
             "num_noise": float(num_noise),
             "clip_bound": float(bound),
-            "te_median": float(true_median(te.to(torch.float64))),
+            "te_median": float(median(te.to(torch.float64))),
         }
         return Aggregate(new, accepted, info)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core.numeric import is_finite_number, weighted_mean
 from .base import Aggregate, Defense, RoundInput, require
 from .registry import register
-
-
-def weighted_mean(updates: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ_i w_i Δ_i / Σ_i w_i over the rows of ``updates`` (plain mean when ``weights`` is None).
-
-    Written as a broadcast product and a sum over rows rather than a matrix-vector product: the result then
-    does not depend on the number of threads (a threaded GEMV reduces in a different order).
-    """
-    if weights is None:
-        return updates.mean(dim=0)
-    w = weights.to(updates.dtype)
-    total = w.sum()
-    if not bool(total > 0):
-        raise ValueError(f"aggregation weights must have a positive sum, got {w.tolist()}")
-    return (updates * (w / total).unsqueeze(1)).sum(dim=0)
 
 
 @register
@@ -33,7 +19,7 @@ class FedAvg(Defense):
 
     def __init__(self, weighting: str = "samples", server_lr: float = 1.0):
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
-        require(server_lr > 0, "server_lr", server_lr, "must be > 0")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         self.weighting = weighting
         self.server_lr = float(server_lr)
 

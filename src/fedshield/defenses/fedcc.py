@@ -1,6 +1,6 @@
 """FedCC (Jeong, Son, Kim, Lee, "FedCC: Robust Federated Learning against Model Poisoning Attacks", arXiv 2212.01976).
 
-The paper text was not read; algorithms.md §4 summarises the abstract and the authors' 2025 code
+The paper text was not read; docs/defenses.md, FedCC summarises the abstract and the authors' 2025 code
 (``HyejunJeong/FedCC`` ``src/aggregate.py``, ``src/cka.py``) [P-abs + C]. One round (``variant="paper"``):
 
 1. Penultimate-layer representation (PLR) of each client: the weight matrix of the second-to-last linear layer of
@@ -22,7 +22,7 @@ The paper text was not read; algorithms.md §4 summarises the abstract and the a
    The 2025 code's layer-wise aggregation (softmax-normalised similarity weights for the other layers, the
    benign cluster only for the penultimate layer) is **not implemented**.
 
-``variant="fedward_code"`` reproduces the Fedward authors' "fedcc" baseline (algorithms.md §3.4) [C]: sklearn
+``variant="fedward_code"`` reproduces the Fedward authors' "fedcc" baseline (docs/defenses.md, FedCC.3) [C]: sklearn
 ``KMeans(n_clusters=2, n_init=10)`` on the concatenated *output layer* weight + bias **updates** (no CKA), with
 ``random_state`` drawn from ``inp.generator``; the mean of the larger cluster's updates (ties: the cluster sklearn
 labels 0).
@@ -30,19 +30,18 @@ labels 0).
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.numeric import median, two_means_1d
 from ..models import LayoutEntry, ParamLayout
 from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, require
-from .flame import true_median
 from .registry import register
 
-__all__ = ["FedCC", "linear_cka", "rbf_cka", "two_means_1d", "penultimate_entry", "output_entries"]
+__all__ = ["FedCC", "linear_cka", "rbf_cka", "two_means_labels", "penultimate_entry", "output_entries"]
 
 
 def _centre_gram(k: Tensor) -> Tensor:
@@ -66,7 +65,7 @@ def _rbf_gram(x: Tensor, sigma: Optional[float] = None) -> Tensor:
     d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min(0.0)
     if sigma is None:
         nz = d2[d2 > 0]
-        sigma2 = float(true_median(nz)) if nz.numel() else 1.0  # numpy-style median (mean of the middle two)
+        sigma2 = float(median(nz)) if nz.numel() else 1.0  # numpy-style median (mean of the middle two)
     else:
         sigma2 = sigma * sigma
     return torch.exp(-d2 / (2.0 * sigma2))
@@ -83,28 +82,15 @@ def rbf_cka(x: Tensor, y: Tensor, sigma: Optional[float] = None) -> float:
     return float(hxy / den) if float(den) > 0 else 0.0
 
 
-def two_means_1d(scores: np.ndarray) -> np.ndarray:
-    """Exact 1-D 2-means: labels (0 = lower cluster, 1 = upper) minimising the within-cluster sum of squares.
-
-    All equal scores (or one score) → every label 0.
-    """
+def two_means_labels(scores: np.ndarray) -> np.ndarray:
+    """Labels of the exact 1-D 2-means of ``scores`` (0 = lower cluster, 1 = upper; minimal within-cluster sum of
+    squares, :func:`fedshield.core.numeric.two_means_1d`). All equal scores (or one score) → every label 0."""
     s = np.asarray(scores, dtype=np.float64)
-    n = s.size
-    labels = np.zeros(n, dtype=np.int64)
-    if n < 2 or np.ptp(s) == 0:
+    labels = np.zeros(s.size, dtype=np.int64)
+    if s.size < 2 or np.ptp(s) == 0:
         return labels
-    order = np.argsort(s, kind="stable")
-    v = s[order]
-    c1 = np.cumsum(v)
-    c2 = np.cumsum(v * v)
-    best_k, best = 1, math.inf
-    for k in range(1, n):  # left = v[:k], right = v[k:]
-        sl, ql = c1[k - 1], c2[k - 1]
-        sr, qr = c1[-1] - sl, c2[-1] - ql
-        sse = (ql - sl * sl / k) + (qr - sr * sr / (n - k))
-        if sse < best - 1e-15:
-            best, best_k = sse, k
-    labels[order[best_k:]] = 1
+    order, split, _ = two_means_1d(torch.from_numpy(s).unsqueeze(1))
+    labels[order[int(split[0]):, 0].numpy()] = 1
     return labels
 
 
@@ -187,14 +173,11 @@ class FedCC(Defense):
         if layout is not None:  # validate the layer choice at construction
             self._entries(layout)
 
+    context_args = ("layout",)
+
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], context: DefenseContext) -> "FedCC":
-        if "layout" in params:
-            raise ParameterError("defense 'fedcc': 'layout' comes from the experiment, not a parameter")
-        try:
-            return cls(layout=context.layout, **params)
-        except TypeError as exc:
-            raise ParameterError(f"defense 'fedcc': {exc}") from None
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
+        return {"layout": context.layout}
 
     def _entries(self, layout: ParamLayout) -> list[LayoutEntry]:
         if self.variant == "paper":
@@ -213,7 +196,7 @@ class FedCC(Defense):
             g_plr = inp.global_params[e.slice].reshape(e.shape[0], -1)
             w_plr = (inp.global_params[e.slice].unsqueeze(0) + inp.updates[:, e.slice]).reshape(n, e.shape[0], -1)
             scores = np.array([self.similarity(g_plr, w_plr[i]) for i in range(n)])
-            labels = two_means_1d(scores)
+            labels = two_means_labels(scores)
             sizes = np.bincount(labels, minlength=2)
             if sizes[0] != sizes[1]:
                 benign = int(np.argmax(sizes))

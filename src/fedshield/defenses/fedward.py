@@ -1,7 +1,7 @@
 """Fedward (Chen, Wang, Zheng, Liu, Lin, "Fedward: Flexible Federated Backdoor Defense Framework with Non-IID
 Data", IEEE ICME 2023; arXiv 2307.00356).
 
-Paper variant (default; algorithms.md §3.2 and the paper's Algorithms 1–2, Eqs. 3–4):
+Paper variant (default; the paper's Algorithms 1–2, Eqs. 3–4; docs/defenses.md, Fedward.1 and Fedward.2):
 
 * AmGrad (Alg. 1 line 6, Eq. 3): per layer l of each update, A[l] = Sign(Δ[l]) · Max(Abs(Δ[l]));
 * AutoOPTICS (Alg. 2): M = pairwise Euclidean distances of the AmGrad vectors (line 2); mins = ⌈m/2⌉ + 1
@@ -11,12 +11,12 @@ Paper variant (default; algorithms.md §3.2 and the paper's Algorithms 1–2, Eq
 * adaptive clipping (Alg. 1 lines 12–18, Eq. 4): Norm = the L2 norms of all m raw updates, sorted ascending;
   ρ = Norm_{|inds|}; C_k = Δ_k / Max(1, Norm_k / ρ); G_{t+1} = G_t + (1/|inds|) Σ C_k.
 
-``variant="authors_code"`` reproduces the released code instead (algorithms.md §3.3): sparsifying AmGrad
+``variant="authors_code"`` reproduces the released code instead (docs/defenses.md, Fedward.3): sparsifying AmGrad
 sign·round(|x|/max)·max, OPTICS min_samples = m//2, eps from column m//2 of the row-sorted distances, all-noise →
 G unchanged, α_i = ‖Δ_i‖₁/d, S = median(α) over all m, G + Σ_{admitted} sign(Δ_i)·min(α_i, S) (a sum).
 
 Batch-norm buffers (layout kind ``"buffer"``) take no part in AmGrad, distances, norms or clipping; they are
-aggregated by the plain mean of the admitted clients' values (algorithms.md §0.3).
+aggregated by the plain mean of the admitted clients' values (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import torch
 from sklearn.cluster import OPTICS
 from torch import Tensor
 
+from ..core.numeric import clip_updates, median
 from ..models import ParamLayout
 from .base import Aggregate, Defense, RoundInput, require
-from .flame import clip_updates, largest_cluster, true_median
+from .flame import largest_cluster
 from .registry import register
 
 __all__ = [
@@ -54,7 +55,7 @@ def amgrad(updates: Tensor, layout: ParamLayout, mode: str = "sign_max") -> Tens
     ``mode="sign_max"`` (paper, Eq. 3): Sign(l) · Max(Abs(l)) for each layer tensor l.
     ``mode="sparsify"`` (authors' code): sign(l) · round(|l| / max|l|) · max|l|, i.e. entries above half the layer
     maximum become ±max and the others 0; rounding is half-to-even (exactly max/2 → 0), as numpy's.
-    A layer whose maximum is 0 maps to 0 (the code would produce NaN; algorithms.md §0.3).
+    A layer whose maximum is 0 maps to 0 (the code would produce NaN; docs/defenses.md, Conventions.4).
     """
     if mode not in ("sign_max", "sparsify"):
         raise ValueError(f"amgrad mode {mode!r}; allowed: 'sign_max', 'sparsify'")
@@ -105,7 +106,7 @@ def autooptics_eps(dist: Tensor, column: int) -> float:
     if not 0 <= column < m:
         raise ValueError(f"eps column {column} out of range for {m} clients")
     rows = torch.sort(dist.to(torch.float64), dim=1).values[:, column]
-    return float(true_median(rows))
+    return float(median(rows))
 
 
 def fedward_clip_bound(norms: Tensor, num_admitted: int) -> Tensor:
@@ -153,7 +154,7 @@ class Fedward(Defense):
         clip: str | None = None,
         all_noise_policy: str | None = None,
     ):
-        require(variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
+        require(isinstance(variant, str) and variant in _VARIANT_DEFAULTS, "variant", variant, "allowed: 'paper', 'authors_code'")
         d = _VARIANT_DEFAULTS[variant]
         amgrad = d["amgrad"] if amgrad is None else amgrad
         min_samples_rule = d["min_samples_rule"] if min_samples_rule is None else min_samples_rule
@@ -220,7 +221,7 @@ class Fedward(Defense):
         else:
             d = u_tr.shape[1]
             alpha = u_tr.to(torch.float64).abs().sum(dim=1) / max(d, 1)  # ‖Δ_i‖₁ / d
-            s = true_median(alpha)  # over all m
+            s = median(alpha)  # over all m
             bound = float(s)
             if k > 0:
                 step = torch.sign(u_tr[accepted]) * torch.clamp(alpha[accepted], max=s).to(u_tr.dtype).unsqueeze(1)

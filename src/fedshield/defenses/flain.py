@@ -1,8 +1,8 @@
 """FLAIN (Ding, Yang, Huang, "FLAIN: Mitigating Backdoor Attacks in Federated Learning via Flipping Weight Updates
 of Low-Activation Input Neurons", arXiv 2408.08655; ICMR 2025): a post-training repair, not an aggregator.
 
-Algorithm (algorithms.md §2.2; the paper's full text could not be read, so the steps follow the abstract and the
-authors' code ``FLAIN/src/defense_*.py``):
+Algorithm (docs/defenses.md, FLAIN.2 and FLAIN.3; the paper's full text could not be read, so the steps follow the
+abstract and the authors' code ``FLAIN/src/defense_*.py``):
 
 1. U = W_T.fc − W_0.fc, the cumulative update of the analysed layer's weight (bias untouched), and
    N0 = ‖W_T.fc‖_F;
@@ -21,12 +21,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..core.numeric import is_bool, is_finite_number, is_int, is_number
 from ..models import ParamLayout, load_flat_params
 from .base import require
+from .registry import POST_TRAINING
 
 __all__ = ["FLAIN", "FlainResult", "aux_split", "find_layer"]
 
@@ -75,7 +78,7 @@ def aux_split(train_y: Tensor, per_class: int, seed: int, exclude: Tensor | None
     (e.g. those dealt to clients). Returns sorted int64 indices; raises ``ValueError`` when a class has too few
     samples left.
     """
-    require(isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1, "per_class",
+    require(is_int(per_class) and per_class >= 1, "per_class",
             per_class, "allowed: an integer >= 1")
     y = torch.as_tensor(train_y).reshape(-1).cpu()
     available = torch.ones(y.numel(), dtype=torch.bool)
@@ -94,8 +97,9 @@ def aux_split(train_y: Tensor, per_class: int, seed: int, exclude: Tensor | None
     return torch.sort(torch.cat(picks)).values
 
 
+@POST_TRAINING.register
 class FLAIN:
-    """FLAIN post-training repair (algorithms.md §2.2).
+    """FLAIN post-training repair (docs/defenses.md, FLAIN.3).
 
     Parameters
     ----------
@@ -112,6 +116,11 @@ class FLAIN:
         rescale the layer's weight to its original Frobenius norm ‖W_T.fc‖_F at the stopping point (default True).
     """
 
+    name: ClassVar[str] = "flain"
+    summary: ClassVar[str] = ("post-training repair: flip the cumulative update of the low-activation input neurons "
+                             "of the first dense layer while the auxiliary accuracy drop stays acceptable")
+    paper: ClassVar[str] = "Ding et al., FLAIN, arXiv 2408.08655 (ICMR 2025)"
+
     def __init__(
         self,
         k0: float = 1e-3,
@@ -122,18 +131,18 @@ class FLAIN:
         layer: str | None = None,
         rescale: bool = True,
     ):
-        require(_is_real(k0) and math.isfinite(k0) and k0 >= 0, "k0", k0, "allowed: a finite number >= 0")
-        require(_is_real(k_step) and math.isfinite(k_step) and k_step > 0, "k_step", k_step,
+        require(is_finite_number(k0) and k0 >= 0, "k0", k0, "allowed: a finite number >= 0")
+        require(is_finite_number(k_step) and k_step > 0, "k_step", k_step,
                 "allowed: a finite number > 0")
-        require(_is_real(k_max) and math.isfinite(k_max) and k_max >= (k0 if _is_real(k0) else 0), "k_max", k_max,
+        require(is_finite_number(k_max) and k_max >= (k0 if is_number(k0) else 0), "k_max", k_max,
                 "allowed: a finite number >= k0")
-        require(_is_real(max_acc_drop) and 0 <= max_acc_drop <= 1, "max_acc_drop", max_acc_drop,
+        require(is_number(max_acc_drop) and 0 <= max_acc_drop <= 1, "max_acc_drop", max_acc_drop,
                 "allowed: a number in [0, 1] (accuracy as a fraction)")
-        require(isinstance(return_last_acceptable, bool), "return_last_acceptable", return_last_acceptable,
+        require(is_bool(return_last_acceptable), "return_last_acceptable", return_last_acceptable,
                 "allowed: True, False")
         require(layer is None or (isinstance(layer, str) and layer != ""), "layer", layer,
                 "allowed: None (first nn.Linear) or a module name")
-        require(isinstance(rescale, bool), "rescale", rescale, "allowed: True, False")
+        require(is_bool(rescale), "rescale", rescale, "allowed: True, False")
         self.k0 = float(k0)
         self.k_step = float(k_step)
         self.k_max = float(k_max)
@@ -168,13 +177,13 @@ class FLAIN:
         aux_y: Tensor,
         batch_size: int = 1000,
     ) -> FlainResult:
-        """Flip the low-activation input columns of the layer's weight update (algorithms.md §2.2, steps 1–4).
+        """Flip the low-activation input columns of the layer's weight update (docs/defenses.md, FLAIN.2).
 
         ``model`` gives the architecture only (it is copied, never modified); ``initial_params`` is W_0 as stored
         at the start of the FL run, ``final_params`` is W_T, both flat in ``ParamLayout.from_module(model)``
         order. Only the layer's weight changes in the result; its bias and every other tensor are W_T's.
         """
-        require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+        require(is_int(batch_size) and batch_size >= 1,
                 "batch_size", batch_size, "allowed: an integer >= 1")
         net = copy.deepcopy(model)
         net.eval()
@@ -305,7 +314,6 @@ class FLAIN:
         )
 
 
-
 def _full_accuracy(net: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for s in range(0, x.shape[0], batch_size):
@@ -380,7 +388,3 @@ def _make_evaluator(net: nn.Module, layer_name: str, x: Tensor, y: Tensor, batch
         return float(correct) / x.shape[0]
 
     return cached
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)

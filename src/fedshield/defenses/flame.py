@@ -1,19 +1,20 @@
 """FLAME (Nguyen et al., "FLAME: Taming Backdoors in Federated Learning", USENIX Security 2022; arXiv 2101.02281).
 
-One round of Algorithm 1 (algorithms.md §1.1), on the (n × d) matrix at once:
+One round of Algorithm 1 (docs/defenses.md, FLAME.1), on the (n × d) matrix at once:
 
 * line 6, Eq. (2): pairwise cosine distances c_ij = 1 − <W_i, W_j> / (‖W_i‖ ‖W_j‖) (one matmul);
 * line 7: HDBSCAN on the precomputed distances, ``min_cluster_size = n//2 + 1``, paper ``min_samples = 1``,
-  ``allow_single_cluster=True`` (App. E; §1.2); the admitted models are the points not labelled noise;
-* lines 8–9: e_i = ‖W_i − G_{t−1}‖₂ and S_t = median(e_1, …, e_n) over ALL n clients (paper §4.3, algorithms.md §1.2: "the
-  rejected models are also considered");
+  ``allow_single_cluster=True`` (App. E; docs/defenses.md, FLAME.3); the admitted models are the points not
+  labelled noise;
+* lines 8–9: e_i = ‖W_i − G_{t−1}‖₂ and S_t = median(e_1, …, e_n) over ALL n clients (paper §4.3: "the rejected
+  models are also considered"; docs/defenses.md, FLAME.5);
 * line 10: W^c_i = G + Δ_i · min(1, S_t / e_i);
 * line 11: G_t = unweighted mean of the admitted clipped models;
 * lines 12–13: σ = λ·S_t with λ = (1/ε)·sqrt(2 ln(1.25/δ)); G*_t = G_t + N(0, σ²), once, on every trainable
   coordinate.
 
 Batch-norm buffers (layout kind ``"buffer"``) are excluded from distances, norms and noise and aggregated by the
-plain mean of the admitted clients' values (algorithms.md §0.3).
+plain mean of the admitted clients' values (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from sklearn.cluster import HDBSCAN
 from torch import Tensor
 
+from ..core.numeric import clip_updates, cosine_distances, is_bool, is_finite_number, is_int, is_number, median
 from .base import Aggregate, Defense, ParameterError, RoundInput, require
 from .registry import register
 
@@ -39,54 +41,9 @@ __all__ = [
 ]
 
 
-def cosine_distances(x: Tensor) -> Tensor:
-    """(n, n) float64 pairwise cosine distances 1 − cos(x_i, x_j) of the rows of ``x`` (Alg. 1 line 6, Eq. 2).
-
-    One matmul on the row-normalised matrix. A zero row has cosine similarity 0 with every other row (distance 1)
-    and distance 0 to itself. Values are clamped to [0, 2] and the diagonal is exactly 0, so the matrix is a valid
-    precomputed metric input for HDBSCAN.
-    """
-    x = x.to(torch.float64)
-    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    unit = x / norms.clamp_min(torch.finfo(torch.float64).tiny)
-    sim = unit @ unit.T
-    dist = (1.0 - sim).clamp_(0.0, 2.0)
-    dist = 0.5 * (dist + dist.T)
-    dist.fill_diagonal_(0.0)
-    return dist
-
-
-def true_median(values: Tensor) -> Tensor:
-    """The median as numpy defines it: the middle value, or the mean of the two middle values for even length.
-
-    (``torch.median`` returns the lower of the two middle values; the paper says "median", so we use the usual
-    definition.)
-    """
-    v = torch.sort(values.reshape(-1)).values
-    k = v.numel()
-    if k == 0:
-        raise ValueError("median of an empty set")
-    if k % 2 == 1:
-        return v[k // 2].clone()
-    return 0.5 * (v[k // 2 - 1] + v[k // 2])
-
-
 def flame_clip_bound(norms: Tensor) -> Tensor:
     """S_t = Median(e_1, …, e_n) (Alg. 1 line 9), over ALL n distances e_i = ‖W_i − G‖, rejected ones included."""
-    return true_median(norms)
-
-
-def clip_updates(updates: Tensor, bound: Tensor | float, norms: Tensor | None = None) -> Tensor:
-    """Δ_i · min(1, S / e_i) for every row (Alg. 1 line 10, γ = S_t / e_i); rows with e_i = 0 are left as they are.
-
-    ``norms`` defaults to the L2 norms of the rows.
-    """
-    if norms is None:
-        norms = torch.linalg.vector_norm(updates, dim=1)
-    bound_t = torch.as_tensor(bound, dtype=norms.dtype, device=norms.device)
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    gamma = torch.where(norms > 0, torch.clamp(bound_t / safe, max=1.0), torch.ones_like(norms))
-    return updates * gamma.to(updates.dtype).unsqueeze(1)
+    return median(norms)
 
 
 def lambda_from_dp(epsilon: float, delta: float) -> float:
@@ -123,10 +80,10 @@ class FLAME(Defense):
     min_samples:
         HDBSCAN ``min_samples`` in the convention of the McInnes ``hdbscan`` library the paper used (App. E:
         ``min_samples = 1``, the default). ``sklearn.cluster.HDBSCAN`` counts the point itself, so it is called
-        with ``min_samples + 1`` (scikit-learn PR #28465; algorithms.md §1.2).
+        with ``min_samples + 1`` (scikit-learn PR #28465; docs/defenses.md, FLAME.3).
     allow_single_cluster:
         must be True: with ``min_cluster_size > n/2`` the only candidate cluster is the root, and with False every
-        client comes out as noise (algorithms.md §1.2 [X]).
+        client comes out as noise (docs/defenses.md, FLAME.3 [X]).
     all_noise_policy:
         what to do if HDBSCAN labels every client noise (the paper does not say): ``"admit_all"`` (default, as the
         reimplementations do) or ``"reject_all"`` (no client enters; G_t = G_{t−1}, plus noise if enabled).
@@ -160,23 +117,23 @@ class FLAME(Defense):
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(
             min_cluster_size is None
-            or (isinstance(min_cluster_size, int) and not isinstance(min_cluster_size, bool) and min_cluster_size >= 2),
+            or (is_int(min_cluster_size) and min_cluster_size >= 2),
             "min_cluster_size", min_cluster_size, "allowed: None (n // 2 + 1) or an integer >= 2",
         )
         require(
-            isinstance(min_samples, int) and not isinstance(min_samples, bool) and min_samples >= 1,
+            is_int(min_samples) and min_samples >= 1,
             "min_samples", min_samples, "allowed: an integer >= 1 (hdbscan-library convention; the paper uses 1)",
         )
         if allow_single_cluster is not True:
             raise ParameterError(
                 f"allow_single_cluster={allow_single_cluster!r} is invalid; allowed: True only. With "
                 "min_cluster_size > n/2 no split of the condensed tree can yield two clusters, so the root is the "
-                "only candidate and allow_single_cluster=False labels every client noise (algorithms.md §1.2)"
+                "only candidate and allow_single_cluster=False labels every client noise (docs/defenses.md, FLAME.3)"
             )
         require(all_noise_policy in ("admit_all", "reject_all"), "all_noise_policy", all_noise_policy,
                 "allowed: 'admit_all', 'reject_all'")
         for flag_name, flag in (("clustering", clustering), ("clipping", clipping), ("noise", noise)):
-            require(isinstance(flag, bool), flag_name, flag, "allowed: True, False")
+            require(is_bool(flag), flag_name, flag, "allowed: True, False")
         if lam is not None and (epsilon is not None or delta is not None):
             raise ParameterError(
                 f"lam={lam!r} is invalid together with epsilon={epsilon!r}, delta={delta!r}; "
@@ -185,14 +142,14 @@ class FLAME(Defense):
         if epsilon is not None or delta is not None:
             require(epsilon is not None, "epsilon", epsilon, "must be given together with delta")
             require(delta is not None, "delta", delta, "must be given together with epsilon")
-            require(_is_real(epsilon) and math.isfinite(epsilon) and epsilon > 0, "epsilon", epsilon,
+            require(is_finite_number(epsilon) and epsilon > 0, "epsilon", epsilon,
                     "allowed: a finite number > 0")
-            require(_is_real(delta) and 0 < delta < 1.25, "delta", delta,
+            require(is_number(delta) and 0 < delta < 1.25, "delta", delta,
                     "allowed: 0 < delta < 1.25 (so that ln(1.25/delta) > 0)")
             lam_value = lambda_from_dp(float(epsilon), float(delta))
         else:
             lam_value = 0.001 if lam is None else lam
-            require(_is_real(lam_value) and math.isfinite(lam_value) and lam_value >= 0, "lam", lam,
+            require(is_finite_number(lam_value) and lam_value >= 0, "lam", lam,
                     "allowed: a finite number >= 0")
         self.cluster_on = cluster_on
         self.min_cluster_size = min_cluster_size
@@ -290,5 +247,4 @@ class FLAME(Defense):
         return Aggregate(new, accepted.cpu(), info)
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+true_median = median  # the name this module exported before the helpers moved to fedshield.core.numeric

@@ -1,6 +1,6 @@
 """FLTrust (Cao, Fang, Liu, Gong, "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021).
 
-One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (algorithms.md §4) [P]:
+One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (docs/defenses.md, FLTrust.1) [P]:
 
 * the server trains its own update g_0 on a small clean root set D_0 (default 100 samples), starting from the
   current global model, with the same kind of local procedure the clients run;
@@ -12,9 +12,9 @@ One round, as in the paper's Algorithm 1 / Eqs. (2)–(5) (algorithms.md §4) [P
 Conventions (not fixed by the paper):
 
 * Cosines and norms use the trainable coordinates only; batch-norm buffers (layout kind ``"buffer"``) are
-  aggregated by the TS-weighted mean of the raw buffer updates, without rescaling [U, algorithms.md §0.3].
+  aggregated by the TS-weighted mean of the raw buffer updates, without rescaling [U, docs/defenses.md, Conventions.3].
 * If every TS_i is 0 (or the server update is 0), the global model is kept and ``info["all_zero"] = 1``
-  [U; SAFEFL and zhmzm do this, algorithms.md §4].
+  [U; SAFEFL and zhmzm do this, docs/defenses.md, FLTrust.2].
 * Root set: the first ``root_size`` samples of ``context.server_data`` taken class-balanced where possible
   (round-robin over classes in order of the held-out slice; classes with too few samples are filled from the
   others) [U: the paper samples D_0 uniformly from the training data; the simulator's holdout is already
@@ -25,13 +25,13 @@ Conventions (not fixed by the paper):
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Aggregate, Defense, DefenseContext, ParameterError, RoundInput, require
+from ..core.numeric import is_finite_number, is_int, is_number
+from .base import Aggregate, Defense, DefenseContext, LocalTrain, ParameterError, RoundInput, require
 from .registry import register
 
 __all__ = ["FLTrust", "trust_scores", "select_root_set", "fltrust_combine"]
@@ -103,7 +103,7 @@ class FLTrust(Defense):
     server_lr:
         the global learning rate η (α in the paper), default 1.0.
 
-    Needs ``context.server_data`` and ``context.model_fn`` (set ``data.server_holdout`` > 0 in the config).
+    Needs ``context.server_data`` and ``context.local_train`` (set ``data.server_holdout`` > 0 in the config).
     ``info``: accepted (TS > 0), all_zero, server_update_norm, ts_mean, ts_min, ts_max, root_size.
     """
 
@@ -114,7 +114,6 @@ class FLTrust(Defense):
     def __init__(
         self,
         server_data: tuple[Tensor, Tensor] | None = None,
-        model_fn: Callable[[], nn.Module] | None = None,
         root_size: int = 100,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -122,24 +121,17 @@ class FLTrust(Defense):
         epochs: int = 1,
         batch_size: int = 64,
         server_lr: float = 1.0,
-        device: str = "cpu",
+        local_train: LocalTrain | None = None,
     ):
-        require(_is_int(root_size) and root_size >= 1, "root_size", root_size, "allowed: an integer >= 1")
-        require(_is_real(lr) and math.isfinite(lr) and lr > 0, "lr", lr, "allowed: a finite number > 0")
-        require(_is_real(momentum) and 0 <= momentum < 1, "momentum", momentum, "allowed: 0 <= momentum < 1")
-        require(_is_real(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0, "weight_decay",
-                weight_decay, "allowed: a finite number >= 0")
-        require(_is_int(epochs) and epochs >= 1, "epochs", epochs, "allowed: an integer >= 1")
-        require(_is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "allowed: an integer >= 1")
-        require(_is_real(server_lr) and math.isfinite(server_lr) and server_lr > 0, "server_lr", server_lr,
-                "allowed: a finite number > 0")
+        self.check_params(root_size, lr, momentum, weight_decay, epochs, batch_size, server_lr)
         if server_data is None or len(server_data[1]) == 0:
             raise ParameterError(
                 "fltrust needs a clean root dataset on the server: set data.server_holdout > 0 in the config "
                 "(context.server_data is missing or empty)"
             )
-        if model_fn is None:
-            raise ParameterError("fltrust needs the model architecture to train its server update (context.model_fn)")
+        if local_train is None:
+            raise ParameterError("fltrust needs local training to compute its server update (context.local_train; "
+                                 "the simulator provides it)")
         self.root_size = int(root_size)
         self.lr = float(lr)
         self.momentum = float(momentum)
@@ -151,19 +143,26 @@ class FLTrust(Defense):
         idx = select_root_set(y, self.root_size)
         self._root_x = x[idx]
         self._root_y = y[idx]
-        self._model_fn = model_fn
-        self._device = device
-        self._trainer = None  # built lazily: the first round pays for the model
+        self._local_train = local_train
+
+    context_args = ("server_data", "local_train")
+
+    @staticmethod
+    def check_params(root_size: int, lr: float, momentum: float, weight_decay: float, epochs: int, batch_size: int,
+                     server_lr: float) -> None:
+        require(is_int(root_size) and root_size >= 1, "root_size", root_size, "allowed: an integer >= 1")
+        require(is_finite_number(lr) and lr > 0, "lr", lr, "allowed: a finite number > 0")
+        require(is_number(momentum) and 0 <= momentum < 1, "momentum", momentum, "allowed: 0 <= momentum < 1")
+        require(is_finite_number(weight_decay) and weight_decay >= 0, "weight_decay",
+                weight_decay, "allowed: a finite number >= 0")
+        require(is_int(epochs) and epochs >= 1, "epochs", epochs, "allowed: an integer >= 1")
+        require(is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "allowed: an integer >= 1")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr,
+                "allowed: a finite number > 0")
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], context: DefenseContext) -> "FLTrust":
-        for forbidden in ("server_data", "model_fn", "device"):
-            if forbidden in params:
-                raise ParameterError(f"defense 'fltrust': {forbidden!r} comes from the experiment, not a parameter")
-        try:
-            return cls(server_data=context.server_data, model_fn=context.model_fn, device=context.device, **params)
-        except TypeError as exc:
-            raise ParameterError(f"defense 'fltrust': {exc}") from None
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
+        return {"server_data": context.server_data, "local_train": context.local_train}
 
     @property
     def root_set(self) -> tuple[Tensor, Tensor]:
@@ -171,18 +170,12 @@ class FLTrust(Defense):
 
     def _server_update(self, inp: RoundInput) -> Tensor:
         """g_0: the server's update on the root set, trained from ``inp.global_params`` (Alg. 1, ModelUpdate)."""
-        from ..sim.train import LocalTrainer, TrainSettings  # local import: defenses do not depend on sim at import
-
-        if self._trainer is None:
-            self._trainer = LocalTrainer(self._model_fn, self._device)
         gen = inp.generator
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
         server_gen = torch.Generator().manual_seed(seed)
-        settings = TrainSettings(
-            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-            epochs=self.epochs, batch_size=self.batch_size,
-        )
-        return self._trainer.train(inp.global_params, self._root_x, self._root_y, settings, server_gen)
+        settings = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                    "epochs": self.epochs, "batch_size": self.batch_size}
+        return self._local_train(inp.global_params, self._root_x, self._root_y, settings, server_gen)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         g = inp.global_params
@@ -210,11 +203,3 @@ class FLTrust(Defense):
             "root_size": float(len(self._root_y)),
         }
         return Aggregate(new, accepted, info)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -1,5 +1,5 @@
 """FoolsGold (Fung, Yoon, Beschastnikh, "Mitigating Sybils in Federated Learning Poisoning", arXiv 1808.04866 /
-RAID 2020), Algorithm 1, as specified in algorithms.md §4:
+RAID 2020), Algorithm 1 (docs/defenses.md, FoolsGold):
 
 1. history: H_i ← H_i + Δ_i for every client of the round (H_i kept per client id across rounds);
 2. cs_ij = cos(H_i, H_j) with the diagonal removed; v_i = max_j cs_ij;
@@ -12,7 +12,7 @@ RAID 2020), Algorithm 1, as specified in algorithms.md §4:
 Notes and choices:
 
 * Step 5 typesetting: the paper prints "ln(w/(1−w) + 0.5)"; the authors' code and the Fedward port put the +0.5
-  outside the logarithm (algorithms.md §4). We follow the code: ln(w/(1−w)) + 0.5. w = 0 gives −∞ → 0.
+  outside the logarithm (docs/defenses.md, FoolsGold). We follow the code: ln(w/(1−w)) + 0.5. w = 0 gives −∞ → 0.
 * "Diagonal removed" is implemented as in the authors' code, cs − I: the diagonal becomes 0, so v_i ≥ 0 and the
   maxima in steps 2 and 4 are taken over j ≠ i together with 0. This only matters when all of a client's
   similarities are negative (w_i = 1 either way) and keeps the pardoning ratio v_i / v_j well defined.
@@ -22,19 +22,16 @@ Notes and choices:
 * If every weight is 0 (e.g. all histories identical) the global model's trainable part is unchanged.
 * Histories live in ``self.history`` (client id → float32 tensor of the trainable coordinates), a plain dict of
   tensors, so the defense pickles with checkpoints.
-* Batch-norm buffers are the plain mean over the clients with w > 0 (algorithms.md §0.3).
+* Batch-norm buffers are the plain mean over the clients with w > 0 (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .flame import cosine_distances
-from .krum import assemble
+from ..core.numeric import cosine_distances, is_bool, is_finite_number
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["FoolsGold", "foolsgold_weights"]
@@ -70,9 +67,9 @@ class FoolsGold(Defense):
     kappa:
         confidence κ > 0 of the logit (default 1, the paper's value).
     normalize:
-        True (default) divides by Σ_k w_k: a weighted average. False is the update as algorithms.md §4 writes
-        it, G ← G + Σ_k w_k Δ_k, a weighted *sum*: right when each Δ_k is one SGD gradient step (FoolsGold's own
-        setting), but with multi-epoch FL updates it is about n times a FedAvg step and diverged in our
+        True (default) divides by Σ_k w_k: a weighted average. False is the paper's step 6
+        (docs/defenses.md, FoolsGold), G ← G + Σ_k w_k Δ_k, a weighted *sum*: right when each Δ_k is one SGD
+        gradient step (FoolsGold's own setting), but with multi-epoch FL updates it is about n times a FedAvg step and diverged in our
         Fashion-MNIST run (lenet, 10 clients per round: MA 0.10 after 10 rounds).
 
     ``accepted`` = w > 0. ``info``: min/max weight, number of clients with weight 0.
@@ -83,9 +80,9 @@ class FoolsGold(Defense):
     paper = "Fung, Yoon, Beschastnikh, Mitigating Sybils in Federated Learning Poisoning, arXiv 1808.04866 (RAID 2020)"
 
     def __init__(self, kappa: float = 1.0, normalize: bool = True):
-        require(isinstance(kappa, (int, float)) and not isinstance(kappa, bool) and math.isfinite(kappa) and kappa > 0,
+        require(is_finite_number(kappa) and kappa > 0,
                 "kappa", kappa, "allowed: a finite number > 0")
-        require(isinstance(normalize, bool), "normalize", normalize, "allowed: True, False")
+        require(is_bool(normalize), "normalize", normalize, "allowed: True, False")
         self.kappa = float(kappa)
         self.normalize = normalize
         self.history: dict[int, Tensor] = {}

@@ -1,6 +1,7 @@
 """Geometric median by the smoothed Weiszfeld algorithm: RFA (Pillutla, Kakade, Harchaoui, "Robust Aggregation for
-Federated Learning", IEEE Trans. Signal Processing 2022), the paper's smoothed Weiszfeld algorithm. RFA is not
-covered by algorithms.md; the formulas below are the paper's as published, the algorithm numbering was not checked [U].
+Federated Learning", IEEE Trans. Signal Processing 2022), the paper's smoothed Weiszfeld algorithm;
+docs/defenses.md, GeoMed. The formulas below are the paper's as published, the algorithm numbering was not
+checked [U].
 
     minimise g(v) = Σ_i α_i ‖v − Δ_i‖,   α_i ∝ n_i (or uniform), Σ α_i = 1
     iterate:  β_i = α_i / max(ν, ‖v − Δ_i‖);   v ← Σ_i β_i Δ_i / Σ_i β_i
@@ -9,19 +10,16 @@ starting from the weighted mean. The loop stops after ``max_iter`` iterations or
 objective |g(v_old) − g(v_new)| ≤ tol · g(v_new). ν > 0 keeps the weights finite when v lands on a data point.
 
 Distances and the objective use only trainable coordinates (in float64); batch-norm buffers are the plain mean of
-all clients (algorithms.md §0.3).
+all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["GeoMed", "smoothed_weiszfeld"]
@@ -80,9 +78,9 @@ class GeoMed(Defense):
     def __init__(self, weighting: str = "samples", max_iter: int = 100, tol: float = 1e-6, nu: float = 1e-6):
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         require(is_int(max_iter) and max_iter >= 1, "max_iter", max_iter, "allowed: an integer >= 1")
-        require(isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol) and tol >= 0,
+        require(is_finite_number(tol) and tol >= 0,
                 "tol", tol, "allowed: a finite number >= 0")
-        require(isinstance(nu, (int, float)) and not isinstance(nu, bool) and math.isfinite(nu) and nu > 0,
+        require(is_finite_number(nu) and nu > 0,
                 "nu", nu, "allowed: a finite number > 0")
         self.weighting = weighting
         self.max_iter = int(max_iter)

@@ -1,7 +1,7 @@
 """Krum and Multi-Krum (Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent",
-NIPS 2017; algorithms.md §4).
+NIPS 2017; docs/defenses.md, Krum).
 
-For each of the n updates V_i the score is (the paper's definition of Krum; algorithms.md §4 [P])
+For each of the n updates V_i the score is (the paper's definition of Krum; docs/defenses.md, Krum [P])
 
     s(i) = Σ_{j ∈ N_i} ‖V_i − V_j‖²,   N_i = the n − f − 2 updates closest to V_i (i itself excluded),
 
@@ -11,74 +11,21 @@ the paper's experiments use m = n − f.
 
 All pairwise distances come from one matmul, ‖a‖² + ‖b‖² − 2⟨a, b⟩ clamped at 0, in float64. Only trainable
 coordinates enter the distances; batch-norm buffers (layout kind ``"buffer"``) are averaged plainly over the
-selected clients (algorithms.md §0.3).
+selected clients (docs/defenses.md, Conventions.3).
 
-This module also holds two helpers shared by the other baselines: :func:`pairwise_sq_distances` and
-:func:`assemble` (new global model from an aggregated trainable update plus the buffers' plain mean).
+The distances and scores are :func:`fedshield.core.numeric.pairwise_sq_distances` and
+:func:`fedshield.core.numeric.krum_scores` (also used by Bulyan and by Fang et al.'s attack on Krum).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
+from ..core.numeric import is_bool, is_int, krum_scores, pairwise_sq_distances
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
-__all__ = ["Krum", "MultiKrum", "pairwise_sq_distances", "krum_scores", "assemble", "is_int"]
-
-
-def is_int(x: object) -> bool:
-    """True for a Python/NumPy-free integer that is not a bool."""
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def pairwise_sq_distances(x: Tensor) -> Tensor:
-    """(n, n) float64 squared Euclidean distances of the rows of ``x``: ‖a‖² + ‖b‖² − 2⟨a, b⟩ (one matmul).
-
-    Clamped at 0 (rounding can make it slightly negative), symmetrised, with an exact zero diagonal.
-    """
-    x = x.to(torch.float64)
-    sq = (x * x).sum(dim=1)
-    d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (x @ x.T)
-    d2 = d2.clamp_(min=0.0)
-    d2 = 0.5 * (d2 + d2.T)
-    d2.fill_diagonal_(0.0)
-    return d2
-
-
-def krum_scores(d2: Tensor, num_neighbours: int, squared: bool = True) -> Tensor:
-    """s(i) = sum of the ``num_neighbours`` smallest distances from i to the others (i excluded).
-
-    ``d2`` holds squared distances; with ``squared=False`` their square roots are summed instead (the FLAIN
-    authors' code). Returns float64 (n,).
-    """
-    n = d2.shape[0]
-    dist = d2 if squared else d2.sqrt()
-    if num_neighbours <= 0 or n <= 1:
-        return torch.zeros(n, dtype=torch.float64, device=d2.device)
-    off = dist.clone()
-    off.fill_diagonal_(float("inf"))
-    closest = torch.sort(off, dim=1).values[:, :num_neighbours]
-    return closest.sum(dim=1)
-
-
-def assemble(inp: RoundInput, train_delta: Tensor | None, admitted: Tensor, scale: float = 1.0) -> Tensor:
-    """G_{t−1} + scale · ``train_delta`` on trainable coordinates; buffers: G + plain mean over ``admitted``.
-
-    ``train_delta`` is the aggregated update restricted to trainable coordinates (``None`` → no change). When no
-    client is admitted the buffers keep their previous values.
-    """
-    g = inp.global_params
-    train = inp.layout.trainable_mask(device=g.device)
-    new = g.clone()
-    if train_delta is not None:
-        new[train] = g[train] + scale * train_delta.to(dtype=g.dtype, device=g.device)
-    buf = ~train
-    admitted = admitted.to(g.device)
-    if bool(buf.any()) and bool(admitted.any()):
-        new[buf] = g[buf] + inp.updates[admitted][:, buf].mean(dim=0)
-    return new
+__all__ = ["Krum", "MultiKrum", "pairwise_sq_distances", "krum_scores"]
 
 
 @register
@@ -107,7 +54,7 @@ class MultiKrum(Defense):
     def __init__(self, f: int = 1, m: int | None = None, squared: bool = True):
         require(is_int(f) and f >= 0, "f", f, "allowed: an integer >= 0 with 2f + 2 < n")
         require(m is None or (is_int(m) and m >= 1), "m", m, "allowed: None (n - f) or an integer in 1..n")
-        require(isinstance(squared, bool), "squared", squared, "allowed: True, False")
+        require(is_bool(squared), "squared", squared, "allowed: True, False")
         self.f = int(f)
         self.m = m
         self.squared = squared

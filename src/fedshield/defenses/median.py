@@ -1,30 +1,20 @@
 """Coordinate-wise median (Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed Learning: Towards
-Optimal Statistical Rates", ICML 2018; algorithms.md §4): g_k = med{Δ^i_k : i = 1..n} for every coordinate k.
+Optimal Statistical Rates", ICML 2018; docs/defenses.md, Median): g_k = med{Δ^i_k : i = 1..n} for every coordinate k.
 
 For even n the median is the mean of the two middle values (the usual definition, as numpy; ``torch.median``
 would return the lower one). Only trainable coordinates take the median; batch-norm buffers are the plain mean of
-all clients (algorithms.md §0.3).
+all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from .base import Aggregate, Defense, RoundInput, require
-from .krum import assemble
+from ..core.numeric import is_number, median
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
-__all__ = ["CoordinateMedian", "coordinate_median"]
-
-
-def coordinate_median(x: Tensor) -> Tensor:
-    """Per-column median of ``x`` (n, d); mean of the two middle values when n is even."""
-    n = x.shape[0]
-    srt = torch.sort(x, dim=0).values
-    if n % 2 == 1:
-        return srt[n // 2]
-    return 0.5 * (srt[n // 2 - 1] + srt[n // 2])
+__all__ = ["CoordinateMedian"]
 
 
 @register
@@ -40,13 +30,13 @@ class CoordinateMedian(Defense):
     paper = "Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates, ICML 2018"
 
     def __init__(self, server_lr: float = 1.0):
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and server_lr > 0,
+        require(is_number(server_lr) and server_lr > 0,
                 "server_lr", server_lr, "must be a number > 0")
         self.server_lr = float(server_lr)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         train = inp.layout.trainable_mask(device=inp.updates.device)
-        delta = coordinate_median(inp.updates[:, train])
+        delta = median(inp.updates[:, train], dim=0)
         accepted = torch.ones(inp.n, dtype=torch.bool)
         new = assemble(inp, delta, accepted, scale=self.server_lr)
         return Aggregate(new, accepted, {"accepted": float(inp.n)})

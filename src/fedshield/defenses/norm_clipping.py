@@ -1,34 +1,26 @@
 """Norm clipping and weak differential privacy (Sun, Kairouz, Suresh, McMahan, "Can You Really Backdoor Federated
-Learning?", arXiv 1911.07963, 2019; algorithms.md §4).
+Learning?", arXiv 1911.07963, 2019; docs/defenses.md, NormClipping).
 
 * Norm clipping: every update is scaled to norm at most M,
   Δ_k ← Δ_k / max(1, ‖Δ_k‖₂ / M), then the usual FedAvg: G ← G + η Σ_k n_k Δ_k / Σ_k n_k.
 * Weak DP: additionally add Gaussian noise to every trainable coordinate of the aggregate.
-  **Inconsistency inside the paper** (algorithms.md §4): the text says "Gaussian noise with *variance* 0.025",
+  **Inconsistency inside the paper** (docs/defenses.md, NormClipping): the text says "Gaussian noise with *variance* 0.025",
   Fig. 4's legend says "σ = 0.025". We take ``noise_std`` as the standard deviation σ, as the edge-case authors'
   code does (weak DP there: norm bound 2, stddev 0.025).
 
 Norms are taken over trainable coordinates only; batch-norm buffers are neither clipped nor noised and are the
-plain mean of all clients (algorithms.md §0.3).
+plain mean of all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .flame import clip_updates
-from .krum import assemble
+from ..core.numeric import clip_updates, is_finite_number, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["NormClipping", "WeakDP"]
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @register
@@ -58,10 +50,10 @@ class NormClipping(Defense):
 
     def __init__(self, norm_bound: float = 3.0, noise_std: float = 0.0, weighting: str = "samples",
                  server_lr: float = 1.0):
-        require(_is_real(norm_bound) and norm_bound > 0, "norm_bound", norm_bound, "allowed: a finite number > 0")
-        require(_is_real(noise_std) and noise_std >= 0, "noise_std", noise_std, "allowed: a finite number >= 0")
+        require(is_finite_number(norm_bound) and norm_bound > 0, "norm_bound", norm_bound, "allowed: a finite number > 0")
+        require(is_finite_number(noise_std) and noise_std >= 0, "noise_std", noise_std, "allowed: a finite number >= 0")
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
-        require(_is_real(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
+        require(is_finite_number(server_lr) and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         self.norm_bound = float(norm_bound)
         self.noise_std = float(noise_std)
         self.weighting = weighting

@@ -1,24 +1,21 @@
 """Robust learning rate (Ozdayi, Kantarcioglu, Gel, "Defending against Backdoors in Federated Learning with Robust
 Learning Rate", AAAI 2021). The rule (the paper's robust-learning-rate definition; equation numbers not checked [U];
-the same rule is in the FLAIN authors' code, algorithms.md §2.3 [C]):
+the same rule is in the FLAIN authors' code, docs/defenses.md, RLR [C]):
 
     η_θ,k = +η  if |Σ_i sgn(Δ_i,k)| ≥ θ,   −η otherwise       (per coordinate k)
     G_t = G_{t−1} + η_θ ⊙ (Σ_i n_i Δ_i / Σ_i n_i)
 
 i.e. coordinates on which fewer than θ more clients agree in sign get the learning rate flipped. sgn(0) = 0.
 Only trainable coordinates are considered; batch-norm buffers are the plain mean of all clients, never flipped
-(algorithms.md §0.3).
+(docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Aggregate, Defense, RoundInput, require
-from .fedavg import weighted_mean
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, weighted_mean
+from .base import Aggregate, Defense, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["RobustLearningRate"]
@@ -48,7 +45,7 @@ class RobustLearningRate(Defense):
 
     def __init__(self, threshold: int = 4, server_lr: float = 1.0, weighting: str = "samples"):
         require(is_int(threshold) and threshold >= 1, "threshold", threshold, "allowed: an integer 1 <= threshold <= n")
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and math.isfinite(server_lr)
+        require(is_finite_number(server_lr)
                 and server_lr > 0, "server_lr", server_lr, "allowed: a finite number > 0")
         require(weighting in ("samples", "uniform"), "weighting", weighting, "allowed: 'samples', 'uniform'")
         self.threshold = int(threshold)

@@ -1,11 +1,11 @@
-"""Coordinate-wise trimmed mean (Yin et al., ICML 2018, Definition 2; algorithms.md §4).
+"""Coordinate-wise trimmed mean (Yin et al., ICML 2018, Definition 2; docs/defenses.md, TrimmedMean).
 
 For every coordinate the k largest and the k smallest of the n values are dropped and the remaining n − 2k are
 averaged. k is given either as a fraction ``beta`` ∈ [0, ½) of n, with k = ⌊β·n⌋ (Yin et al.'s β-trimmed mean;
 the rounding is not stated in the paper, we round down [U]), or directly as a count ``trim`` (Fang et al. 2020 /
 FLTrust, where "β" is the number of attackers c). 2k < n is required.
 
-Only trainable coordinates are trimmed; batch-norm buffers are the plain mean of all clients (algorithms.md §0.3).
+Only trainable coordinates are trimmed; batch-norm buffers are the plain mean of all clients (docs/defenses.md, Conventions.3).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Aggregate, Defense, ParameterError, RoundInput, require
-from .krum import assemble, is_int
+from ..core.numeric import is_finite_number, is_int, is_number
+from .base import Aggregate, Defense, ParameterError, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["TrimmedMean", "trimmed_mean"]
@@ -63,12 +63,12 @@ class TrimmedMean(Defense):
         if beta is None and trim is None:
             beta = 0.1
         if beta is not None:
-            require(isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)
+            require(is_finite_number(beta)
                     and 0 <= beta < 0.5, "beta", beta, "allowed: a fraction 0 <= beta < 0.5")
             beta = float(beta)
         if trim is not None:
             require(is_int(trim) and trim >= 0, "trim", trim, "allowed: an integer >= 0 with 2*trim < n")
-        require(isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and server_lr > 0,
+        require(is_number(server_lr) and server_lr > 0,
                 "server_lr", server_lr, "must be a number > 0")
         self.beta = beta
         self.trim = trim

@@ -9,13 +9,14 @@ comes from ``build_setup`` on the same config, so it is exactly the simulator's 
 :func:`fedshield.sim.loop.train_clients` in the server's round: a client trains benignly, or runs the
 configured attack if the config lists it as an attacker.
 
-``attack-scale`` (node config, else run config; default 1) is a stand-in for model replacement until the
-attack registry has a scaling attack: a malicious client's update Δ is sent as ``scale · Δ``.
+State between rounds: a deployed SuperNode starts a fresh process per message, so the node keeps nothing in
+memory. What an attack reads from earlier rounds (Neurotoxin: the model the previous round started from) comes
+with the message instead: the strategy sends it as ``previous-arrays`` next to ``arrays``.
 
 Reply: ``arrays`` = the local model W = G + Δ (one array per layout tensor), ``metrics`` = ``num-examples``,
-``client-id``, ``malicious`` (0/1, informational), ``attack-scale``, ``train-s``, and the wall-clock times
-``t-process``, ``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`); for ``client-ids``, one
-``arrays.<cid>`` / ``metrics.<cid>`` pair per client.
+``client-id``, ``malicious`` (0/1, informational), ``train-s``, and the wall-clock times ``t-process``,
+``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`); for ``client-ids``, one ``arrays.<cid>`` /
+``metrics.<cid>`` pair per client.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..models import load_flat_params
-from ..sim.evaluate import accuracy
-from ..sim.loop import train_clients
+from ..sim import accuracy, train_clients
 from .common import setup_for_run_config
 from .processes import process_start_time
-from .records import arrayrecord_to_flat, flat_to_arrayrecord
-from .runconfig import attack_scale, client_id_for_message
+from .records import PREVIOUS_ARRAYS, arrayrecord_to_flat, flat_to_arrayrecord
+from .runconfig import client_id_for_message
 
 __all__ = ["make_client_app", "app"]
 
@@ -66,18 +66,16 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
         cids = [client_id_for_message(context.node_config, cfg, c) for c in requested]
         round_ = int(config["server-round"])
         global_params = arrayrecord_to_flat(msg.content["arrays"], setup.layout)
-        updates, malicious, sizes = train_clients(setup, global_params, cids, round_)
+        previous = (arrayrecord_to_flat(msg.content[PREVIOUS_ARRAYS], setup.layout)
+                    if PREVIOUS_ARRAYS in msg.content else None)
+        updates, malicious, sizes = train_clients(setup, global_params, cids, round_, previous)
         content = RecordDict()
         for cid, delta, bad, size in zip(cids, updates, malicious, sizes):
-            scale = attack_scale(context.node_config, context.run_config) if bad else 1.0
-            if scale != 1.0:
-                delta = delta * scale
             metrics = MetricRecord(
                 {
                     "num-examples": int(size),
                     "client-id": cid,
                     "malicious": int(bad),
-                    "attack-scale": float(scale),
                     "train-s": round(time.perf_counter() - t0, 4),
                     **timings(t_handler, t_setup),
                 }

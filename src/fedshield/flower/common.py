@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import ExperimentConfig, dump_config
-from ..sim.setup import Setup, build_setup
+from ..sim import Setup, build_setup
 from .runconfig import experiment_from_run_config
 
 __all__ = ["setup_for_run_config"]

@@ -26,8 +26,7 @@ from typing import Any, Callable, Optional
 
 from ..config import ConfigError, ExperimentConfig, dump_config
 from ..metrics import flame_rates
-from ..report.plots import plot_run
-from ..sim.loop import summarize
+from ..sim import plot_run, summarize
 from ..sim.output import atomic_write_text, write_json, write_metrics_csv
 from .federation import Federation, toml_value
 

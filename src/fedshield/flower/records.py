@@ -9,7 +9,10 @@ from torch import Tensor
 
 from ..models import ParamLayout
 
-__all__ = ["MalformedReply", "flat_to_arrayrecord", "arrayrecord_to_flat"]
+__all__ = ["MalformedReply", "PREVIOUS_ARRAYS", "flat_to_arrayrecord", "arrayrecord_to_flat"]
+
+# Key of a train message's second ArrayRecord: the model the previous round started from (attack state).
+PREVIOUS_ARRAYS = "previous-arrays"
 
 
 class MalformedReply(ValueError):

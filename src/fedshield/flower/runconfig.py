@@ -15,13 +15,11 @@ Run-config keys (``[tool.flwr.app.config]`` of the app, overridable with ``flwr 
 ``defense-params``    JSON object overriding ``defense.params`` (``""``: keep; a new ``defense`` resets them)
 ``dataset``           overrides ``data.dataset`` (``""``: keep); ``data-root`` overrides ``data.root``
 ``seed``              overrides ``seed`` (``-1``: keep)
-``attack-scale``      stand-in model replacement: attacker updates are multiplied by it (node config wins)
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,7 +33,6 @@ __all__ = [
     "client_id_from_node_config",
     "client_id_for_message",
     "hosted_clients",
-    "attack_scale",
     "config_path_candidates",
 ]
 
@@ -191,13 +188,3 @@ def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentCo
     """fedshield client id of a one-client SuperNode: its ``partition-id`` (see :func:`hosted_clients`)."""
     return client_id_for_message(node_config, cfg, None)
 
-
-def attack_scale(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> float:
-    """Model-replacement factor for this node's malicious updates (node config first, then run config; 1.0)."""
-    for source, cfg in (("node config", node_config), ("run config", run_config)):
-        if "attack-scale" in cfg and cfg["attack-scale"] not in ("", None):
-            value = float(cfg["attack-scale"])
-            if not math.isfinite(value):
-                raise ConfigError(f"{source} attack-scale={value} must be finite")
-            return value
-    return 1.0

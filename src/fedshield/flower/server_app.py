@@ -30,8 +30,7 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from ..defenses import DefenseContext, build_defense
-from ..sim.loop import select_clients
+from ..sim import select_clients
 from .common import setup_for_run_config
 from .placement import discover_client_nodes
 from .polling import PollingGrid
@@ -49,17 +48,7 @@ def _get(rc: Any, key: str, default: Any) -> Any:
 def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None) -> FedShieldStrategy:
     rc = context.run_config
     cfg, setup = setup_for_run_config(rc, base_dir)
-    defense = build_defense(
-        cfg.defense.name,
-        cfg.defense.params,
-        DefenseContext(
-            layout=setup.layout,
-            model_fn=setup.model_fn,
-            server_data=setup.server_data() if len(setup.server_indices) else None,
-            num_classes=setup.dataset.num_classes,
-            device=cfg.device,
-        ),
-    )
+    defense = setup.new_defense()
     polling = PollingGrid(grid, float(_get(rc, "reply-poll", 0.1)))
     rounds = int(_get(rc, "num-server-rounds", 0)) or cfg.rounds
     min_nodes = int(_get(rc, "min-nodes", 0)) or cfg.num_clients
@@ -104,12 +93,12 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
     t0 = time.time()
     result = strategy.start(
         grid=polling,
-        initial_arrays=flat_to_arrayrecord(setup.initial_params, setup.layout),
+        initial_arrays=flat_to_arrayrecord(setup.start, setup.layout),
         num_rounds=rounds,
         timeout=float(_get(rc, "round-timeout", 3600.0)),
         evaluate_fn=evaluate_fn,
     )
-    final = arrayrecord_to_flat(result.arrays, setup.layout) if result.arrays is not None else setup.initial_params
+    final = arrayrecord_to_flat(result.arrays, setup.layout) if result.arrays is not None else setup.start
     save = str(_get(rc, "save-model", ""))
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ from torch import Tensor
 from ..defenses import Defense, RoundInput
 from ..metrics import detection_counts
 from ..models import ParamLayout
-from ..sim.seeding import torch_stream
-from .records import MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
+from ..core.numeric import is_finite_number, is_int, is_number
+from ..core.seeding import torch_stream
+from .records import PREVIOUS_ARRAYS, MalformedReply, arrayrecord_to_flat, flat_to_arrayrecord
 
 __all__ = ["FedShieldStrategy", "ParsedReply"]
 
@@ -142,28 +143,34 @@ class FedShieldStrategy(FedAvg):
 
     # ------------------------------------------------------------------ train
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any) -> Iterable[Message]:
+        previous = self._global if self._global_round == server_round - 1 else None
         self._global = arrayrecord_to_flat(arrays, self.layout)  # the model the clients start from
         self._global_round = server_round
         self._t_configure = time.time()
         if self.select_clients is None:
-            return super().configure_train(server_round, arrays, config, grid)
-        groups: dict[int, list[int]] = {}
-        for cid in sorted(self.select_clients(server_round)):
-            if cid not in self.client_nodes:
-                raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
-            groups.setdefault(self.client_nodes[cid] if self.batch_per_node else -1 - cid, []).append(int(cid))
-        messages = []
-        for cids in groups.values():  # one message (one ClientApp process) per node and round, or per client
-            node = self.client_nodes[cids[0]]
-            record = ConfigRecord({**dict(config), "server-round": server_round, "client-ids": cids})
-            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
-            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+        else:
+            groups: dict[int, list[int]] = {}
+            for cid in sorted(self.select_clients(server_round)):
+                if cid not in self.client_nodes:
+                    raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
+                groups.setdefault(self.client_nodes[cid] if self.batch_per_node else -1 - cid, []).append(int(cid))
+            messages = []
+            for cids in groups.values():  # one message (one ClientApp process) per node and round, or per client
+                node = self.client_nodes[cids[0]]
+                record = ConfigRecord({**dict(config), "server-round": server_round, "client-ids": cids})
+                content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
+                messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
+        if previous is not None:  # what attacks read from the last round (a node keeps no memory between messages)
+            record = flat_to_arrayrecord(previous, self.layout)
+            for msg in messages:  # a message with several clients: every one of them reads it
+                msg.content[PREVIOUS_ARRAYS] = record
         return messages
 
     def _client_id(self, metrics: Optional[MetricRecord], node_id: int) -> int:
         if metrics is not None and "client-id" in metrics:
             cid = metrics["client-id"]
-            if isinstance(cid, int) and not isinstance(cid, bool):
+            if is_int(cid):
                 if self.num_clients is None or 0 <= cid < self.num_clients:
                     return int(cid)
             raise MalformedReply(f"client-id={cid!r} is not a client of this experiment")
@@ -192,7 +199,7 @@ class FedShieldStrategy(FedAvg):
         if metrics is None or self.weighted_by_key not in metrics:
             raise MalformedReply(f"reply has no MetricRecord with {self.weighted_by_key!r}")
         n = metrics[self.weighted_by_key]
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
+        if not is_finite_number(n) or n <= 0:
             raise MalformedReply(f"{self.weighted_by_key}={n!r} must be a positive number")
         local = arrayrecord_to_flat(record, self.layout)
         return ParsedReply(node_id, self._client_id(metrics, node_id), local, float(n))
@@ -317,7 +324,7 @@ class FedShieldStrategy(FedAvg):
                 "rejected-client-ids": [p.client_id for p in rej],
                 **counts,
                 "aggregate-s": round(t1 - t0, 4),
-                **{f"info.{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                **{f"info.{k}": v for k, v in info.items() if is_number(v)},
             }
         )
         arrays = flat_to_arrayrecord(new_global, self.layout) if new_global is not None else None

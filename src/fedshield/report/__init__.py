@@ -8,15 +8,14 @@ from typing import Optional
 
 from ..sim.output import atomic_write_text, read_metrics_csv
 from .plots import plot_run, plot_sweep_curves
+from .results import collect_results, format_breakdown, summarize_sweep, time_breakdown
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
-__all__ = ["write_report", "plot_run", "build_table"]
+__all__ = ["write_report", "plot_run", "build_table", "collect_results", "summarize_sweep"]
 
 
 def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, threshold: float = 10.0) -> dict[str, Path]:
     """Write ``report.md``, ``table.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into the sweep folder."""
-    from ..sweep import collect_results, format_breakdown, time_breakdown
-
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "sweep.json").exists():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json); run `fedshield sweep` first")

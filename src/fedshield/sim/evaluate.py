@@ -1,9 +1,10 @@
 """Main-task accuracy (MA) and backdoor accuracy (BA) of a flat global model.
 
-BA follows the convention of the Fedward and FLTrust code (algorithms.md §0.3): the test images whose true
-label is not the target, stamped with the global trigger; BA is the share classified as the target. An attack
-may supply its own backdoor test set instead (``backdoor_set``: images and the labels the attacker wants,
-e.g. the held-out images of an edge-case sub-population); BA is then the share classified as those labels.
+The backdoor test set comes from the attack (``Attack.backdoor_test_set``: images and the labels the attacker
+wants). For trigger attacks it is the test images whose true label is not the target, stamped with the global
+trigger (the convention of the Fedward and FLTrust code,
+docs/defenses.md, Conventions.5); for sub-population attacks the held-out images of the
+sub-population. BA is the share classified as those labels.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from ..attacks.triggers import Trigger
 from ..models import ParamLayout, load_flat_params
 
 __all__ = ["Evaluator", "accuracy"]
@@ -43,8 +43,6 @@ class Evaluator:
         model_fn: Callable[[], nn.Module],
         test_x: Tensor,
         test_y: Tensor,
-        trigger: Optional[Trigger] = None,
-        target: Optional[int] = None,
         batch_size: int = 1000,
         device: str | torch.device = "cpu",
         backdoor_set: Optional[tuple[Tensor, Tensor]] = None,
@@ -59,12 +57,6 @@ class Evaluator:
             self.bd_x, self.bd_y = backdoor_set
             if len(self.bd_x) != len(self.bd_y) or len(self.bd_x) == 0:
                 raise ValueError("the backdoor test set must be non-empty with one label per image")
-        elif trigger is not None:
-            if target is None:
-                raise ValueError("a backdoor evaluation needs the target label")
-            keep = test_y != target
-            self.bd_x = trigger.apply(test_x[keep])
-            self.bd_y = torch.full((int(keep.sum()),), int(target), dtype=torch.int64)
 
     def evaluate(self, params: Tensor) -> dict[str, float]:
         """``{"ma": ..., "ba": ...}`` (``ba`` is NaN when there is no backdoor)."""

@@ -1,6 +1,6 @@
 """The round loop: select clients, train them, aggregate with the defense, evaluate, record, checkpoint.
 
-Output (DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
+Output (docs/architecture.md, "Output of a run"): ``config.yaml``, ``metrics.csv`` (one row per round), ``summary.json``, ``metrics.png``,
 ``checkpoint.pt`` (rewritten atomically after every round, so a crash loses at most the round in flight) and
 ``final_model.pt``. ``resume=True`` continues from the checkpoint; because every random stream is keyed by
 (seed, round, client), a resumed run produces the same numbers as an uninterrupted one.
@@ -16,14 +16,18 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
+from ..attacks import RoundState as AttackRound
 from ..config import ConfigError, ExperimentConfig, dump_config
-from ..attacks import RoundState
+from ..core.seeding import numpy_stream, torch_stream
 from ..defenses import RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
 from .output import atomic_torch_save, atomic_write_text, write_json, write_metrics_csv
+from .plot import plot_run
+from .post_training import run_post_training
+from .pretrain import pretrained_params
 from .progress import RoundProgress
-from .seeding import numpy_stream, torch_stream
-from .setup import Setup, build_setup
+from .setup import Setup, build_setup, with_start
+from .state import RoundState, load_checkpoint, save_checkpoint
 
 __all__ = ["select_clients", "train_clients", "run_round", "run_experiment", "summarize"]
 
@@ -46,7 +50,7 @@ def select_clients(cfg: ExperimentConfig, attackers: list[int], round_: int) -> 
 
 
 def train_clients(
-    setup: Setup, global_params: Tensor, selected: list[int], round_: int
+    setup: Setup, global_params: Tensor, selected: list[int], round_: int, previous_global: Optional[Tensor] = None
 ) -> tuple[list[Tensor], list[bool], list[int]]:
     """Local training of ``selected`` in round ``round_``: (updates, which were malicious, sample counts).
 
@@ -56,6 +60,8 @@ def train_clients(
     hooks) and then pass their update through ``after_training``. An omniscient attack (Fang et al.) lets the
     benign clients train first and crafts the attackers' updates from theirs. All randomness comes from
     per-(round, client) streams, so results do not depend on order, workers or resumption.
+    ``previous_global`` is the model round ``round_ - 1`` started from (None in round 1 or when unknown): what
+    attacks that estimate the benign update from the last global change (Neurotoxin) read.
     """
     cfg = setup.cfg
     attack = setup.attack
@@ -64,12 +70,10 @@ def train_clients(
     sizes = [len(setup.client_indices[cid]) for cid in selected]
     state = None
     if any(malicious):
-        prev = setup.attack_state.get("global")
-        prev_ok = prev is not None and setup.attack_state.get("round") == round_ - 1
-        state = RoundState(
+        state = AttackRound(
             round=round_,
             global_params=global_params,
-            previous_global=prev if prev_ok else None,
+            previous_global=previous_global,
             selected=list(selected),
             attackers=[c for c, bad in zip(selected, malicious) if bad],
             layout=setup.layout,
@@ -77,9 +81,6 @@ def train_clients(
             sizes=dict(zip(selected, sizes)),
             stream=lambda purpose, cid: torch_stream(cfg.seed, "attack", purpose, round_, cid),
         )
-    if attack is not None and attack.needs_previous_global:
-        setup.attack_state = {"round": round_, "global": global_params.detach().clone()}
-
     jobs: list[tuple] = []
     for cid, bad in zip(selected, malicious):
         gen = torch_stream(cfg.seed, "train", round_, cid)
@@ -111,12 +112,15 @@ def train_clients(
     return updates, malicious, sizes
 
 
-def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor, dict[str, Any]]:
-    """One federated round; returns the new global parameters and the round's metrics row (no evaluation)."""
+def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
+    """Round ``state.round + 1`` from ``state``: the new global parameters and the round's metrics row (no
+    evaluation). ``state.defense`` keeps its history; ``state`` itself is advanced by the caller."""
     cfg = setup.cfg
+    round_ = state.round + 1
+    global_params = state.global_params
     t0 = time.perf_counter()
     selected = select_clients(cfg, setup.attackers, round_)
-    updates, malicious, sizes = train_clients(setup, global_params, selected, round_)
+    updates, malicious, sizes = train_clients(setup, global_params, selected, round_, state.previous_global)
     t1 = time.perf_counter()
     inp = RoundInput(
         global_params=global_params,
@@ -127,7 +131,7 @@ def run_round(setup: Setup, global_params: Tensor, round_: int) -> tuple[Tensor,
         num_samples=torch.tensor(sizes, dtype=torch.float32),
         generator=torch_stream(cfg.seed, "defense", round_),
     )
-    agg = setup.defense.aggregate(inp)
+    agg = state.defense.aggregate(inp)
     t2 = time.perf_counter()
     mal = torch.tensor(malicious, dtype=torch.bool)
     counts = detection_counts(agg.accepted, mal)
@@ -193,71 +197,45 @@ def run_experiment(
     setup = build_setup(cfg)
     pretrain: dict[str, Any] = {}
     if cfg.pretrain.rounds:
-        from .pretrain import pretrained_params
-
-        setup.initial_params, key = pretrained_params(setup, log=log if progress else (lambda _m: None))
-        start_eval = setup.evaluator.evaluate(setup.initial_params)
+        start, key = pretrained_params(setup, log=log if progress else (lambda _m: None))
+        setup = with_start(setup, start)
+        start_eval = setup.evaluator.evaluate(setup.start)
         pretrain = {"pretrain_key": key, "pretrain_ma": start_eval["ma"], "pretrain_ba": start_eval["ba"]}
-    rows: list[dict[str, Any]] = []
-    params = setup.initial_params.clone()
-    first = 1
-    elapsed_before = 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != resolved:
-            raise ConfigError(f"{out}: the checkpoint was made with a different config; refusing to resume")
-        params, rows, first = state["global_params"], state["rows"], state["round"] + 1
-        setup.defense = state["defense"]
-        setup.attack_state = state.get("attack_state", {})
-        elapsed_before = state.get("seconds", 0.0)
-        if not torch.equal(state["initial_params"], setup.initial_params):
-            raise ConfigError(f"{out}: initial model differs from the checkpoint's; refusing to resume")
-        log(f"resuming {out} from round {first}")
+        state = load_checkpoint(ckpt_path, setup.start, resolved)
+        log(f"resuming {out} from round {state.round + 1}")
+    else:
+        state = RoundState(round=0, global_params=setup.start.clone(), defense=setup.new_defense())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", resolved)
     start_time = time.perf_counter()
+    elapsed_before = state.seconds
 
-    bar = RoundProgress(cfg.name, cfg.rounds, first) if progress and first <= cfg.rounds else None
-    for t in range(first, cfg.rounds + 1):
-        params, row = run_round(setup, params, t)
+    bar = RoundProgress(cfg.name, cfg.rounds, state.round + 1) if progress and state.round < cfg.rounds else None
+    while state.round < cfg.rounds:
+        t = state.round + 1
+        params, row = run_round(setup, state)
         if t % cfg.eval.every == 0 or t == cfg.rounds:
             t0 = time.perf_counter()
             row.update(setup.evaluator.evaluate(params))
             row["eval_s"] = round(time.perf_counter() - t0, 4)
         else:
             row["eval_s"] = 0.0
-        rows.append(row)
-        seconds = elapsed_before + time.perf_counter() - start_time
-        write_metrics_csv(out / "metrics.csv", rows)
-        atomic_torch_save(
-            {
-                "round": t,
-                "global_params": params,
-                "initial_params": setup.initial_params,
-                "rows": rows,
-                "defense": setup.defense,
-                "attack_state": setup.attack_state,
-                "config": resolved,
-                "seconds": seconds,
-            },
-            ckpt_path,
-        )
+        state.advance(params, row, elapsed_before + time.perf_counter() - start_time)
+        write_metrics_csv(out / "metrics.csv", state.rows)
+        save_checkpoint(ckpt_path, state, setup.start, resolved)
         if bar is not None:
             bar.update(row)
     if bar is not None:
         bar.close()
 
     seconds = elapsed_before + time.perf_counter() - start_time
-    summary = summarize(cfg, rows, seconds)
+    summary = summarize(cfg, state.rows, seconds)
     summary.update(pretrain)
-    final = {"global_params": params, "initial_params": setup.initial_params, "layout": setup.layout.names}
+    final = {"global_params": state.global_params, "initial_params": setup.start, "layout": setup.layout.names}
     atomic_torch_save(final, out / "final_model.pt")
     if cfg.post_training is not None:
-        from .post_training import run_post_training
-
-        summary["post_training"] = run_post_training(setup, params)
-    from ..report.plots import plot_run
-
-    plot_run(rows, out / "metrics.png", title=cfg.name)
+        summary["post_training"] = run_post_training(setup, state.global_params)
+    plot_run(state.rows, out / "metrics.png", title=cfg.name)
     write_json(out / "summary.json", summary)
     return summary

@@ -1,4 +1,4 @@
-"""A run's output folder: atomic writes, the metrics table, checkpoints (DESIGN.md "Output of a run")."""
+"""A run's output folder: atomic writes, the metrics table, checkpoints (docs/architecture.md, "Output of a run")."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError
-from ..defenses.base import ParameterError
+from ..defenses import build_post_training
 from .setup import Setup
 
 __all__ = ["auxiliary_set", "run_post_training"]
@@ -33,15 +33,10 @@ def auxiliary_set(setup: Setup, per_class: int) -> tuple[Tensor, Tensor]:
 def run_post_training(setup: Setup, final_params: Tensor) -> dict[str, Any]:
     pt = setup.cfg.post_training
     assert pt is not None
-    from ..defenses.flain import FLAIN
-
-    try:
-        flain = FLAIN(**pt.params)
-    except TypeError as exc:
-        raise ParameterError(f"post_training.params: {exc}") from None
+    method = build_post_training(pt.name, pt.params)
     aux_x, aux_y = auxiliary_set(setup, pt.aux_per_class)
     before = setup.evaluator.evaluate(final_params)
-    result = flain.repair(setup.model_fn(), setup.initial_params, final_params, aux_x, aux_y)
+    result = method.repair(setup.model_fn(), setup.start, final_params, aux_x, aux_y)
     after = setup.evaluator.evaluate(result.params)
     return {
         "name": pt.name,

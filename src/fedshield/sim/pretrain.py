@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..defenses.fedavg import weighted_mean
+from ..core.numeric import weighted_mean
+from ..core.seeding import numpy_stream, torch_stream
 from .output import atomic_torch_save
-from .seeding import numpy_stream, torch_stream
 
 __all__ = ["pretrain_cache_dir", "pretrain_shaping", "pretrain_key", "pretrained_params"]
 

@@ -1,10 +1,16 @@
-"""Turn a validated config into the objects a run needs: data split, trainer, evaluator, defense, attackers."""
+"""Turn a validated config into the experiment description a run needs: data split, model, trainer, evaluator,
+the defense to build, the attack and its clients.
+
+:class:`Setup` is frozen: nothing in it changes while the run trains. What does change from round to round (the
+global model, the defense's history, the model the previous round started from) lives in
+:class:`fedshield.sim.state.RoundState`, which the checkpoint saves and restores.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -15,10 +21,10 @@ from ..data import Dataset, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
 from ..models import ParamLayout, build_model, flatten_params
 from .evaluate import Evaluator
-from .seeding import derive_seed, numpy_stream
-from .train import ParallelTrainer, TrainSettings
+from ..core.seeding import derive_seed, numpy_stream
+from .train import ParallelTrainer, TrainSettings, local_train_function
 
-__all__ = ["Setup", "build_setup", "train_settings", "global_trigger"]
+__all__ = ["Setup", "build_setup", "train_settings", "global_trigger", "with_start"]
 
 
 def train_settings(tc: TrainConfig) -> TrainSettings:
@@ -56,8 +62,15 @@ def stratified_holdout(labels: Tensor, count: int, num_classes: int, seed: int) 
     return torch.cat(picks).sort().values
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
+    """The experiment description: everything a run needs that does not change while it trains.
+
+    ``initial_params`` is the random initial model (seeded); ``start_params`` the model round 1 starts from
+    (the same, or the clean warm start of ``pretrain.rounds``). ``new_defense()`` builds a fresh defense
+    (a run keeps the live one, with its history, in its :class:`~fedshield.sim.state.RoundState`).
+    """
+
     cfg: ExperimentConfig
     dataset: Dataset
     client_indices: list[Tensor]
@@ -67,15 +80,21 @@ class Setup:
     initial_params: Tensor
     trainer: ParallelTrainer
     evaluator: Evaluator
-    defense: Defense
+    defense_context: DefenseContext
     benign_settings: TrainSettings
     attack_settings: TrainSettings
     attackers: list[int] = field(default_factory=list)
-    trigger: Optional[Trigger] = None
     attack: Optional[Attack] = None  # None when attack.name is "none"
     attacker_rank: dict[int, int] = field(default_factory=dict)  # client id -> 0-based rank among attackers
-    # what attacks carry between rounds (the previous round's global model, for Neurotoxin); checkpointed
-    attack_state: dict[str, Any] = field(default_factory=dict)
+    start_params: Optional[Tensor] = None  # None: initial_params
+
+    @property
+    def start(self) -> Tensor:
+        """The model round 1 starts from."""
+        return self.initial_params if self.start_params is None else self.start_params
+
+    def new_defense(self) -> Defense:
+        return build_defense(self.cfg.defense.name, self.cfg.defense.params, self.defense_context)
 
     def client_data(self, cid: int) -> tuple[Tensor, Tensor]:
         idx = self.client_indices[cid]
@@ -83,6 +102,11 @@ class Setup:
 
     def server_data(self) -> tuple[Tensor, Tensor]:
         return self.dataset.train_x[self.server_indices], self.dataset.train_y[self.server_indices]
+
+
+def with_start(setup: Setup, start_params: Tensor) -> Setup:
+    """A copy of ``setup`` whose rounds start from ``start_params`` (a warm start)."""
+    return replace(setup, start_params=start_params)
 
 
 def build_setup(cfg: ExperimentConfig) -> Setup:
@@ -160,9 +184,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
         test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
     backdoor_set = attack.backdoor_test_set(test_x, test_y) if attack is not None else None
-    evaluator = Evaluator(
-        model_fn, test_x, test_y, None, None, cfg.eval.batch_size, cfg.device, backdoor_set=backdoor_set
-    )
+    evaluator = Evaluator(model_fn, test_x, test_y, cfg.eval.batch_size, cfg.device, backdoor_set=backdoor_set)
     server_data = (ds.train_x[server_idx], ds.train_y[server_idx]) if len(server_idx) else None
     context = DefenseContext(
         layout=layout,
@@ -171,8 +193,9 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         num_classes=ds.num_classes,
         device=cfg.device,
         extra={"input_shape": tuple(ds.train_x.shape[1:])},  # DeepSight's random DDif inputs
+        local_train=local_train_function(model_fn, cfg.device),  # FLTrust's server update
     )
-    defense = build_defense(cfg.defense.name, cfg.defense.params, context)
+    build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains
 
     benign = train_settings(cfg.train)
     attack_train = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
@@ -186,11 +209,10 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         initial_params=initial,
         trainer=ParallelTrainer(model_fn, cfg.workers, cfg.device),
         evaluator=evaluator,
-        defense=defense,
+        defense_context=context,
         benign_settings=benign,
         attack_settings=attack_train,
         attackers=attackers,
-        trigger=trigger,
         attack=attack,
         attacker_rank={cid: rank for rank, cid in enumerate(attackers)},
     )

@@ -2,7 +2,8 @@
 
 One working model is reused for every client (its parameters are overwritten from the global vector),
 batches are index slices of the client's tensors, and nothing in the step loop synchronises with Python
-(no ``.item()``). ``channels_last`` is used for 4-D inputs where it is faster on this CPU (performance.md).
+(no ``.item()``). ``channels_last`` is used for 4-D inputs where it is faster on this CPU
+(docs/performance.md, Training).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from ..models import ParamLayout, flatten_params, load_flat_params
 
-__all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch"]
+__all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch", "local_train_function"]
 
 Poisoner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 # (x, y, settings, generator, poisoner or None[, hooks or None]): the arguments of LocalTrainer.train after
@@ -157,9 +158,9 @@ class LocalTrainer:
 class ParallelTrainer:
     """Trains several clients at once in ``workers`` Python threads, one model and one intra-op thread each.
 
-    On this CPU two single-threaded clients side by side beat one client on two threads (performance.md);
-    torch releases the GIL inside its kernels, so threads suffice. Each client's result depends only on
-    its own generator and the global model, so it is the same whichever worker trains it; with the default
+    On this CPU two single-threaded clients side by side beat one client on two threads
+    (docs/performance.md, Training); torch releases the GIL inside its kernels, so threads suffice. Each
+    client's result depends only on its own generator and the global model, so it is the same whichever worker trains it; with the default
     ``workers`` fixed in the config (not the machine's core count) results do not depend on the machine.
     ``workers=1`` trains sequentially with torch's own threading.
     """
@@ -201,3 +202,20 @@ class ParallelTrainer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+
+
+def local_train_function(
+    model_fn: Callable[[], nn.Module], device: str | torch.device = "cpu"
+) -> Callable[[Tensor, Tensor, Tensor, Mapping[str, Any], torch.Generator], Tensor]:
+    """``local_train(global_params, x, y, settings, generator) -> update``: the simulator's local training for
+    defenses that train on the server's data (``DefenseContext.local_train``, FLTrust). ``settings`` are
+    :class:`TrainSettings` fields. The model is built on the first call."""
+    trainer: list[LocalTrainer] = []
+
+    def local_train(global_params: Tensor, x: Tensor, y: Tensor, settings: Mapping[str, Any],
+                    generator: torch.Generator) -> Tensor:
+        if not trainer:
+            trainer.append(LocalTrainer(model_fn, device))
+        return trainer[0].train(global_params, x, y, TrainSettings(**settings), generator)
+
+    return local_train
