@@ -215,8 +215,6 @@ def test_fedshield_imports_without_flower():
     assert r.returncode == 0, r.stderr
 
 
-
-
 def test_neurotoxin_trains_the_same_in_the_simulator_and_through_flower(tmp_path):
     """A node keeps no memory between messages; the strategy sends the previous round's global model with the
     train message, so Neurotoxin's mask (top-k of G_t - G_{t-1}) is the simulator's in round 2."""
@@ -242,4 +240,62 @@ def test_neurotoxin_trains_the_same_in_the_simulator_and_through_flower(tmp_path
     assert malicious == [False, False, True] and reply.content["metrics"]["malicious"] == 1
     assert torch.allclose(got, sim[attacker], atol=1e-6)
     without, _, _ = train_clients(s, g2, [attacker], 2, previous_global=None)  # what a node without the state does
+    assert not torch.allclose(got, without[0], atol=1e-4)
+
+
+def test_selected_clients_go_to_their_nodes_in_one_message_each_and_come_back_one_by_one(setup, tmp_path):
+    """``select_clients`` + ``client_nodes``: one message per node naming its clients; a multi-client reply
+    is split per client, and one bad client is dropped without the others."""
+    cfg, s = setup
+    strategy = _strategy(setup, tmp_path, "fedavg", select_clients=lambda t: [2, 0, 1],
+                         client_nodes={0: 21, 1: 22, 2: 21})
+    instr = _instructions(strategy, setup, [21, 22])
+    assert sorted(instr) == [21, 22]
+    assert list(instr[21].content["config"]["client-ids"]) == [0, 2]
+    assert list(instr[22].content["config"]["client-ids"]) == [1]
+    g = s.initial_params
+    w = {c: g + 0.01 * (c + 1) * torch.ones(s.layout.dim) for c in range(3)}
+    both = RecordDict({
+        "arrays.0": flat_to_arrayrecord(w[0], s.layout), "metrics.0": MetricRecord({"num-examples": 10, "client-id": 0}),
+        "arrays.2": flat_to_arrayrecord(w[2], s.layout), "metrics.2": MetricRecord({"num-examples": 30, "client-id": 2}),
+    })
+    wrong_id = RecordDict({"arrays.1": flat_to_arrayrecord(w[1], s.layout),
+                           "metrics.1": MetricRecord({"num-examples": 20, "client-id": 2})})
+    replies = [_reply(instr[21], both), _reply(instr[22], wrong_id)]
+    for r, node in zip(replies, (21, 22)):
+        r.metadata.__dict__["_src_node_id"] = node
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    row = strategy.history[-1]
+    assert row["accepted_client_ids"] == [0, 2]
+    assert row["dropped"] == [{"node_id": 22, "client_id": 1, "reason": "arrays of client 1 carry client-id 2"}]
+    expected = g + (10 * (w[0] - g) + 30 * (w[2] - g)) / 40  # FedAvg weighted by num-examples
+    assert torch.allclose(arrayrecord_to_flat(arrays, s.layout), expected, atol=1e-6)
+
+
+def test_neurotoxin_state_reaches_every_client_of_a_multi_client_message(tmp_path):
+    """With the simulator's selection and two clients on one node, the round-2 message for that node carries
+    ``previous-arrays`` once and both of its clients (benign 0, Neurotoxin attacker 2) train as in the simulator."""
+    rc = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=neurotoxin"}
+    cfg, s = setup_for_run_config(rc, APP)
+    strategy = FedShieldStrategy(s.new_defense(), s.layout, seed=cfg.seed, num_clients=cfg.num_clients,
+                                 select_clients=lambda t: [0, 1, 2], client_nodes={0: 21, 1: 22, 2: 21},
+                                 min_available_nodes=2, min_train_nodes=2)
+    grid = FakeGrid([21, 22])
+    g1 = s.initial_params
+    g2 = g1 + 0.01 * torch.randn(s.layout.dim, generator=torch.Generator().manual_seed(4))
+    list(strategy.configure_train(1, flat_to_arrayrecord(g1, s.layout), ConfigRecord(), grid))
+    second = {m.metadata.dst_node_id: m for m in
+              strategy.configure_train(2, flat_to_arrayrecord(g2, s.layout), ConfigRecord(), grid)}
+    assert list(second[21].content["config"]["client-ids"]) == [0, 2]
+    ctx = Context(run_id=1, node_id=21, node_config={"partition-id": 0, "num-partitions": 2},
+                  state=RecordDict(), run_config=rc)
+    reply = make_client_app(APP)(second[21], ctx)
+    sim, malicious, _ = train_clients(s, g2, [0, 1, 2], 2, previous_global=g1)
+    assert malicious == [False, False, True]
+    for cid in (0, 2):
+        got = arrayrecord_to_flat(reply.content[f"arrays.{cid}"], s.layout) - g2
+        assert torch.allclose(got, sim[cid], atol=1e-6), cid
+        assert reply.content[f"metrics.{cid}"]["malicious"] == int(cid == 2)
+    without, _, _ = train_clients(s, g2, [2], 2, previous_global=None)
+    got = arrayrecord_to_flat(reply.content["arrays.2"], s.layout) - g2
     assert not torch.allclose(got, without[0], atol=1e-4)

@@ -1,4 +1,4 @@
-"""Command line: ``fedshield run | demo | sweep | report | list``. A thin shell over :mod:`fedshield.sim`,
+"""Command line: ``fedshield run | federate | demo | sweep | report | list``. A thin shell over :mod:`fedshield.sim`,
 :mod:`fedshield.sweep` and :mod:`fedshield.report`. Every config is validated completely before anything trains."""
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from .report import summarize_sweep, write_report
 from .sim import run_experiment
 from .sim.output import prepare_out_dir
 from .sweep import ENGINES, Engine, load_sweep, run_sweep
+
+try:  # the optional Flower extra: without it every command but ``federate`` works
+    from .flower.federate import FederateError, federate
+
+    FLOWER_MISSING = ""
+except ImportError as exc:
+    FLOWER_MISSING = str(exc)
 
 __all__ = ["main"]
 
@@ -58,6 +65,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "post_training" in summary:
         p = summary["post_training"]
         print(f"{p['name']}: MA {_fmt(p['ma_before'])} -> {_fmt(p['ma_after'])}, BA {_fmt(p['ba_before'])} -> {_fmt(p['ba_after'])}")
+    return 0
+
+
+def cmd_federate(args: argparse.Namespace) -> int:
+    if FLOWER_MISSING:
+        print(f"fedshield: error: {FLOWER_MISSING}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else _default_out(cfg.name + "-flower")
+    try:
+        summary = federate(cfg, out, nodes=args.nodes, superlink_only=args.superlink_only, host=args.host,
+                           port=args.port, advertise=args.advertise, log=lambda line: print(line, flush=True))
+    except FederateError as exc:
+        print(f"fedshield: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process federate started was stopped", file=sys.stderr)
+        return 130
+    print(f"output: {out}")
+    keys = ["final_ma", "final_ba", "aasr", "malicious_accepted_share", "benign_accepted_share", "seconds"]
+    print("  ".join(f"{k}={_fmt(summary[k])}" for k in keys))
     return 0
 
 
@@ -186,13 +214,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedshield", description="Backdoor attacks and defenses in federated learning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run one experiment from a YAML config")
-    r.add_argument("config")
+    r = sub.add_parser(
+        "run",
+        help="run one experiment from a YAML config",
+        description="Run one experiment in-process. Every config key, its default and allowed values: "
+        "docs/config.md; commented examples: configs/. FEDSHIELD_QUICK=1 shrinks any run to a smoke test.",
+    )
+    r.add_argument("config", help="experiment config (YAML; keys: docs/config.md)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
     r.add_argument("--out", help="output folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+
+    fd = sub.add_parser(
+        "federate",
+        help="run one experiment as a real Flower deployment (SuperLink + SuperNodes as processes)",
+        description="Run the experiment on Flower: a SuperLink and SuperNodes hosting the clients on this "
+        "machine (loopback, free ports), or with --superlink-only only the SuperLink, printing the command each node "
+        "runs on its machine. Writes the same run folder as `fedshield run`. See docs/flower.md.",
+    )
+    fd.add_argument("config", help="experiment config (YAML; keys: docs/config.md)")
+    fd.add_argument("--nodes", type=int, help="SuperNodes; node i hosts the clients c with c mod N = i (default: one per client, at most 4)")
+    fd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
+    fd.add_argument("--out", help="output folder (default runs/NAME-flower-TIMESTAMP)")
+    fd.add_argument("--superlink-only", action="store_true",
+                    help="start only the SuperLink and print the SuperNode command for each node's machine")
+    fd.add_argument("--host", default="127.0.0.1", help="SuperLink listen address (0.0.0.0 for other machines)")
+    fd.add_argument("--port", type=int, default=0, help="SuperLink port (default: a free one)")
+    fd.add_argument("--advertise", help="address nodes use to reach this machine (default: its outgoing address)")
+    fd.set_defaults(func=cmd_federate)
 
     d = sub.add_parser("demo", help="short comparison on Fashion-MNIST: FedAvg with/without DBA and the defenses")
     d.add_argument("--config", default=str(Path(__file__).with_name("demo.yaml")), help="base config of the demo")

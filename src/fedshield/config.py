@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -38,6 +39,7 @@ __all__ = [
     "read_yaml",
     "read_yaml_mapping",
     "non_finite_keys",
+    "quick_limits",
 ]
 
 
@@ -339,13 +341,43 @@ def non_finite_keys(data: Any, prefix: str = "") -> list[str]:
     return []
 
 
+QUICK_ENV = "FEDSHIELD_QUICK"
+
+
+def quick_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """``FEDSHIELD_QUICK=1``: the same experiment shrunk to a smoke test (docs/config.md): at most 2 rounds,
+    the attack from round 2 at the latest, 2,000 training and 500 test samples, a warm start of at most 1 round.
+    The resolved config records the shrunk values. Applying it twice changes nothing."""
+    out = copy.deepcopy(data or {})
+
+    def cap(section: Optional[str], key: str, limit: int, default: Any) -> None:
+        node = out if section is None else out.setdefault(section, {})
+        if not isinstance(node, dict):
+            return
+        value = node.get(key, default)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit):
+            node[key] = limit
+
+    cap(None, "rounds", 2, 30)
+    cap("data", "train_subset", 2000, None)
+    cap("eval", "test_subset", 500, None)
+    if isinstance(out.get("attack"), dict) and "start_round" in out["attack"]:
+        cap("attack", "start_round", 2, 1)
+    if isinstance(out.get("pretrain"), dict) and "rounds" in out["pretrain"]:
+        cap("pretrain", "rounds", 1, 0)
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a plain dict; raise :class:`ConfigError` naming each bad key (NaN/Inf anywhere included)."""
+    """Validate a plain dict; raise :class:`ConfigError` naming each bad key (NaN/Inf anywhere included). With
+    ``FEDSHIELD_QUICK=1`` in the environment the experiment is first shrunk by :func:`quick_limits`."""
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"the top level of a config must be a mapping, got {type(data).__name__}")
     bad = non_finite_keys(data or {})
     if bad:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {k}: NaN/Inf is not allowed; give a finite number" for k in bad))
+    if os.environ.get(QUICK_ENV, "") not in ("", "0"):
+        data = quick_limits(data)
     try:
         return ExperimentConfig.model_validate(data or {})
     except ValidationError as exc:

@@ -4,9 +4,13 @@ Needs the optional extra (``pip install 'fedshield[flower]'``); the in-process s
 package. Contents:
 
 * :class:`FedShieldStrategy` (``strategy``): a message-API ``FedAvg`` whose aggregation is any registered defense;
-* ``client_app.app`` / :func:`make_client_app`: a ClientApp that trains with ``fedshield.sim.loop.train_clients``;
+* ``client_app.app`` / :func:`make_client_app`: a ClientApp that trains its node's clients with
+  ``fedshield.sim.loop.train_clients``;
 * ``server_app.app`` / :func:`make_server_app`: a ServerApp that builds the experiment from the run config;
-* ``runconfig``: run/node config → fedshield experiment (Flower-free).
+* ``runconfig``: run/node config → fedshield experiment, which clients a node hosts (Flower-free);
+* ``placement``: which node hosts which client; ``polling``: a Grid that collects replies every 0.1 s;
+* ``federate`` (``fedshield federate``): an experiment as a real deployment, written to the simulator's run
+  folder; ``federation``: the SuperLink/SuperNode processes; ``processes``: binaries, environment, PIDs.
 
 See docs/flower.md.
 """

@@ -8,6 +8,8 @@ Run-config keys (``[tool.flwr.app.config]`` of the app, overridable with ``flwr 
 
 ``fedshield-config``  a fedshield YAML path (absolute, relative to the app folder, or to the working directory),
                       or a built-in name (``demo``, ``synthetic3``)
+``fedshield-yaml``    a whole fedshield config as YAML text (wins over ``fedshield-config``; ``fedshield federate``
+                      puts the resolved config here so that remote SuperNodes need no file)
 ``fedshield-set``     ``;``-separated ``key=value`` overrides, as ``fedshield run --set`` (values are YAML)
 ``defense``           defense name overriding ``defense.name`` (``""``: keep the config's)
 ``defense-params``    JSON object overriding ``defense.params`` (``""``: keep; a new ``defense`` resets them)
@@ -21,12 +23,16 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, read_yaml_mapping
 
 __all__ = [
     "PRESETS",
     "experiment_from_run_config",
     "client_id_from_node_config",
+    "client_id_for_message",
+    "hosted_clients",
     "config_path_candidates",
 ]
 
@@ -70,8 +76,6 @@ def config_path_candidates(name: str, base_dir: str | Path | None) -> list[Path]
 
 
 def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
-    import yaml
-
     if not name:
         raise ConfigError("run config 'fedshield-config' is empty; give a YAML path or one of " + str(_names()))
     key = name.removeprefix("preset:")
@@ -90,6 +94,16 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
     )
 
 
+def _inline_dict(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"run config fedshield-yaml is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("run config fedshield-yaml: the top level of a config must be a mapping")
+    return data
+
+
 def _names() -> list[str]:
     return sorted([*PRESETS, "demo"])
 
@@ -101,7 +115,11 @@ def _str(rc: Mapping[str, Any], key: str) -> str:
 
 def experiment_from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None = None) -> ExperimentConfig:
     """The fedshield experiment a Flower run config describes (same result on the server and every client)."""
-    data = _base_dict(_str(run_config, "fedshield-config") or "synthetic3", base_dir)
+    inline = _str(run_config, "fedshield-yaml")
+    if inline:
+        data = _inline_dict(inline)
+    else:
+        data = _base_dict(_str(run_config, "fedshield-config") or "synthetic3", base_dir)
     sets = [s.strip() for s in _str(run_config, "fedshield-set").split(";") if s.strip()]
     data = apply_overrides(data, sets)
     defense = _str(run_config, "defense")
@@ -131,18 +149,39 @@ def experiment_from_run_config(run_config: Mapping[str, Any], base_dir: str | Pa
     return config_from_dict(data)
 
 
-def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> int:
-    """fedshield client id of a SuperNode: its ``partition-id`` (``num-partitions`` must equal ``num_clients``,
-    so that partition p holds exactly the samples of the simulator's client p)."""
+def hosted_clients(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> list[int]:
+    """The fedshield clients a SuperNode hosts: node ``partition-id`` p of ``num-partitions`` P (1 ≤ P ≤
+    ``num_clients``, default ``num_clients``) hosts the clients c with c mod P = p, each on the simulator's
+    partition of client c. P = ``num_clients`` is one client per node (client p)."""
     if "partition-id" not in node_config:
         raise ConfigError("node config has no 'partition-id'; start the SuperNode with --node-config 'partition-id=…'")
     pid = int(node_config["partition-id"])
     nparts = int(node_config.get("num-partitions", cfg.num_clients))
-    if nparts != cfg.num_clients:
+    if not 1 <= nparts <= cfg.num_clients:
         raise ConfigError(
-            f"node config num-partitions={nparts} but the fedshield config has num_clients={cfg.num_clients}; "
-            "they must match so that partition p is the simulator's client p"
+            f"node config num-partitions={nparts} must be between 1 and the config's num_clients={cfg.num_clients}"
         )
-    if not 0 <= pid < cfg.num_clients:
-        raise ConfigError(f"node config partition-id={pid} outside 0..{cfg.num_clients - 1}")
-    return pid
+    if not 0 <= pid < nparts:
+        raise ConfigError(f"node config partition-id={pid} outside 0..{nparts - 1}")
+    return list(range(pid, cfg.num_clients, nparts))
+
+
+def client_id_for_message(node_config: Mapping[str, Any], cfg: ExperimentConfig, requested: Any = None) -> int:
+    """The client a train/evaluate message is for: the server's ``client-id`` (which this node must host), or,
+    when the server names none, the node's only client."""
+    hosted = hosted_clients(node_config, cfg)
+    if requested is None:
+        if len(hosted) != 1:
+            raise ConfigError(
+                f"this node hosts {len(hosted)} clients ({hosted[:5]}…); the server must name one ('client-id')"
+            )
+        return hosted[0]
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested not in hosted:
+        raise ConfigError(f"client-id={requested!r} is not hosted by this node (it hosts {hosted[:5]}…)")
+    return int(requested)
+
+
+def client_id_from_node_config(node_config: Mapping[str, Any], cfg: ExperimentConfig) -> int:
+    """fedshield client id of a one-client SuperNode: its ``partition-id`` (see :func:`hosted_clients`)."""
+    return client_id_for_message(node_config, cfg, None)
+

@@ -11,11 +11,18 @@ Run-config keys besides those of :mod:`fedshield.flower.runconfig`:
                       ServerApp's working directory, so prefer absolute ones
 ``save-model``        ``torch.save`` the final flat model and layout names here (``""``: don't)
 ``round-timeout``     seconds to wait for replies in a round (default 3600)
+``reply-poll``        seconds between the ServerApp's pulls for replies (default 0.1; Flower's own grid: 3)
+``client-selection``  ``flower`` (default): FedAvg samples ``fraction-train`` of the nodes, each node is one
+                      client; ``fedshield``: the simulator's seeded selection of ``clients_per_round`` clients
+                      each round, sent to the nodes hosting them (nodes may host several)
+``batch-clients``     with ``fedshield`` selection: one message per node naming all its selected clients (default
+                      true: one ClientApp process per node and round), else one message per client
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +30,10 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from ..sim import select_clients
 from .common import setup_for_run_config
+from .placement import discover_client_nodes
+from .polling import PollingGrid
 from .records import arrayrecord_to_flat, flat_to_arrayrecord
 from .strategy import FedShieldStrategy
 
@@ -39,6 +49,7 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
     rc = context.run_config
     cfg, setup = setup_for_run_config(rc, base_dir)
     defense = setup.new_defense()
+    polling = PollingGrid(grid, float(_get(rc, "reply-poll", 0.1)))
     rounds = int(_get(rc, "num-server-rounds", 0)) or cfg.rounds
     min_nodes = int(_get(rc, "min-nodes", 0)) or cfg.num_clients
     fraction_train = float(_get(rc, "fraction-train", 1.0))
@@ -69,12 +80,19 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
         num_clients=cfg.num_clients,
         dim=setup.layout.dim,
     )
+    if str(_get(rc, "client-selection", "flower")) == "fedshield":
+        strategy.select_clients = partial(select_clients, cfg, setup.attackers)
+        strategy.batch_per_node = bool(_get(rc, "batch-clients", True))
+        strategy.client_nodes = discover_client_nodes(
+            polling, cfg.num_clients, min_nodes, float(_get(rc, "round-timeout", 3600.0))
+        )
+        strategy.log_event("placement", client_nodes=strategy.client_nodes)
     evaluate_fn = None
     if bool(_get(rc, "server-eval", True)):
-        evaluate_fn = strategy.server_evaluate_fn(setup.evaluator.evaluate)
+        evaluate_fn = strategy.server_evaluate_fn(setup.evaluator.evaluate, cfg.eval.every, rounds)
     t0 = time.time()
     result = strategy.start(
-        grid=grid,
+        grid=polling,
         initial_arrays=flat_to_arrayrecord(setup.start, setup.layout),
         num_rounds=rounds,
         timeout=float(_get(rc, "round-timeout", 3600.0)),
@@ -84,7 +102,9 @@ def run_server(grid: Grid, context: Context, base_dir: str | Path | None = None)
     save = str(_get(rc, "save-model", ""))
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"global_params": final, "layout": setup.layout.names}, save)
+        torch.save(
+            {"global_params": final, "initial_params": setup.initial_params, "layout": setup.layout.names}, save
+        )
     strategy.log_event("finish", rounds=rounds, seconds=round(time.time() - t0, 3))
     return strategy
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
@@ -57,6 +57,14 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _timings(metrics: Optional[MetricRecord]) -> dict[str, float]:
+    """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them."""
+    keys = ("t-process", "t-handler", "t-setup", "t-trained")
+    if metrics is None:
+        return {}
+    return {k.replace("-", "_"): float(metrics[k]) for k in keys if isinstance(metrics.get(k), (int, float))}
+
+
 class FedShieldStrategy(FedAvg):
     """FedAvg's sampling and messaging, fedshield's defense for aggregation.
 
@@ -75,6 +83,12 @@ class FedShieldStrategy(FedAvg):
         its node id instead.
     log_path:
         JSON-lines file (appended): ``start``, one ``round`` and ``evaluate`` line per round, ``finish``.
+    select_clients, client_nodes:
+        optional: the clients of round t (``select_clients(t)``, e.g. the simulator's seeded selection) and the
+        node hosting each (client id → node id, :func:`~fedshield.flower.placement.discover_client_nodes`);
+        then each round sends one message per node naming its selected clients (``client-ids``), instead of
+        FedAvg's random node sampling (``batch_per_node=False``: one message per client); the node answers
+        ``arrays.<cid>`` / ``metrics.<cid>`` per client. ``client_nodes`` may be filled after construction.
     **fedavg_kwargs:
         passed to Flower's ``FedAvg`` (``fraction_train``, ``min_available_nodes`` …).
     """
@@ -88,9 +102,15 @@ class FedShieldStrategy(FedAvg):
         attack_start_round: int = 1,
         num_clients: Optional[int] = None,
         log_path: str | Path | None = None,
+        select_clients: Optional[Callable[[int], Sequence[int]]] = None,
+        client_nodes: Optional[dict[int, int]] = None,
+        batch_per_node: bool = True,
         **fedavg_kwargs: Any,
     ):
         super().__init__(**fedavg_kwargs)
+        self.batch_per_node = batch_per_node
+        self.select_clients = select_clients
+        self.client_nodes: dict[int, int] = dict(client_nodes or {})
         self.defense = defense
         self.layout = layout
         self.seed = int(seed)
@@ -127,10 +147,23 @@ class FedShieldStrategy(FedAvg):
         self._global = arrayrecord_to_flat(arrays, self.layout)  # the model the clients start from
         self._global_round = server_round
         self._t_configure = time.time()
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.select_clients is None:
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+        else:
+            groups: dict[int, list[int]] = {}
+            for cid in sorted(self.select_clients(server_round)):
+                if cid not in self.client_nodes:
+                    raise RuntimeError(f"client {cid} has no SuperNode (known: {len(self.client_nodes)} clients)")
+                groups.setdefault(self.client_nodes[cid] if self.batch_per_node else -1 - cid, []).append(int(cid))
+            messages = []
+            for cids in groups.values():  # one message (one ClientApp process) per node and round, or per client
+                node = self.client_nodes[cids[0]]
+                record = ConfigRecord({**dict(config), "server-round": server_round, "client-ids": cids})
+                content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: record})
+                messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
         if previous is not None:  # what attacks read from the last round (a node keeps no memory between messages)
             record = flat_to_arrayrecord(previous, self.layout)
-            for msg in messages:
+            for msg in messages:  # a message with several clients: every one of them reads it
                 msg.content[PREVIOUS_ARRAYS] = record
         return messages
 
@@ -151,7 +184,10 @@ class FedShieldStrategy(FedAvg):
             raise MalformedReply(f"error reply (code {err.code}): {err.reason}")
         if not msg.has_content():
             raise MalformedReply("reply has no content")
-        content = msg.content
+        return self.parse_content(node_id, msg.content)
+
+    def parse_content(self, node_id: int, content: RecordDict) -> ParsedReply:
+        """One client's ArrayRecord and MetricRecord → :class:`ParsedReply`; :class:`MalformedReply` if unusable."""
         record = content.array_records.get(self.arrayrecord_key)
         if record is None:
             if len(content.array_records) != 1:
@@ -168,6 +204,36 @@ class FedShieldStrategy(FedAvg):
         local = arrayrecord_to_flat(record, self.layout)
         return ParsedReply(node_id, self._client_id(metrics, node_id), local, float(n))
 
+    def parse_replies(self, msg: Message) -> list[tuple[Optional[int], ParsedReply | MalformedReply, dict[str, float]]]:
+        """Every client in a reply: (client id named by the reply or None, parsed or the reason it is unusable,
+        the ClientApp's timings). A node that trained several clients answers ``arrays.<cid>`` /
+        ``metrics.<cid>`` pairs; each is parsed on its own, so one bad client does not drop the others."""
+        try:
+            if msg.has_error() or not msg.has_content():
+                return [(None, self.parse_reply(msg), {})]
+        except MalformedReply as exc:
+            return [(None, exc, {})]
+        content = msg.content
+        prefix = f"{self.arrayrecord_key}."
+        cids = sorted(int(k[len(prefix):]) for k in content.array_records if k.startswith(prefix) and k[len(prefix):].isdigit())
+        parts = [(None, content)] if not cids else [
+            (cid, RecordDict({self.arrayrecord_key: content.array_records[f"{prefix}{cid}"],
+                              **({"metrics": content.metric_records[f"metrics.{cid}"]}
+                                 if f"metrics.{cid}" in content.metric_records else {})}))
+            for cid in cids
+        ]
+        out: list[tuple[Optional[int], ParsedReply | MalformedReply, dict[str, float]]] = []
+        node_id = int(msg.metadata.src_node_id)
+        for cid, part in parts:
+            try:
+                p = self.parse_content(node_id, part)
+                if cid is not None and p.client_id != cid:
+                    raise MalformedReply(f"arrays of client {cid} carry client-id {p.client_id}")
+                out.append((cid, p, _timings(part.metric_records.get("metrics"))))
+            except MalformedReply as exc:
+                out.append((cid, exc, {}))
+        return out
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         t0 = time.time()
         if self._global is None or self._global_round != server_round:
@@ -176,17 +242,18 @@ class FedShieldStrategy(FedAvg):
         parsed: list[ParsedReply] = []
         dropped: list[dict[str, Any]] = []
         seen: set[int] = set()
+        timing: list[dict[str, Any]] = []
         for msg in replies:
             node_id = int(msg.metadata.src_node_id)
-            try:
-                p = self.parse_reply(msg)
-                if p.client_id in seen:
-                    raise MalformedReply(f"client-id {p.client_id} already replied this round")
-            except MalformedReply as exc:
-                dropped.append({"node_id": node_id, "reason": str(exc)})
-                continue
-            seen.add(p.client_id)
-            parsed.append(p)
+            for cid, p, times in self.parse_replies(msg):
+                if isinstance(p, ParsedReply) and p.client_id in seen:
+                    p = MalformedReply(f"client-id {p.client_id} already replied this round")
+                if isinstance(p, MalformedReply):
+                    dropped.append({"node_id": node_id, **({"client_id": cid} if cid is not None else {}), "reason": str(p)})
+                    continue
+                seen.add(p.client_id)
+                parsed.append(p)
+                timing.append({"client_id": p.client_id, "node_id": node_id, **times})
         parsed.sort(key=lambda p: p.client_id)
 
         row: dict[str, Any] = {
@@ -237,6 +304,9 @@ class FedShieldStrategy(FedAvg):
                 "info": info,
                 "aggregate_s": round(t1 - t0, 4),
                 "round_s": round(t1 - self._t_configure, 4),
+                "t_sent": round(self._t_configure, 4),
+                "t_received": round(t0, 4),
+                "clients": timing,
             }
         )
         self.log_event("round", **row)
@@ -261,10 +331,15 @@ class FedShieldStrategy(FedAvg):
         return arrays, metrics
 
     # ------------------------------------------------------------------ evaluation
-    def server_evaluate_fn(self, evaluate: Callable[[Tensor], dict[str, float]]) -> Callable[[int, ArrayRecord], MetricRecord]:
-        """Wrap a fedshield evaluator (flat → {"ma", "ba"}) as Flower's ``evaluate_fn``; logs ``evaluate``."""
+    def server_evaluate_fn(
+        self, evaluate: Callable[[Tensor], dict[str, float]], every: int = 1, last_round: Optional[int] = None
+    ) -> Callable[[int, ArrayRecord], Optional[MetricRecord]]:
+        """Wrap a fedshield evaluator (flat → {"ma", "ba"}) as Flower's ``evaluate_fn``; logs ``evaluate``.
+        Evaluates the initial model (round 0), every ``every``-th round and ``last_round``, as the simulator."""
 
-        def fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        def fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
+            if server_round % every and server_round != last_round:
+                return None
             t0 = time.time()
             res = {k: float(v) for k, v in evaluate(arrayrecord_to_flat(arrays, self.layout)).items()}
             self.log_event("evaluate", round=server_round, **res, eval_s=round(time.time() - t0, 4))

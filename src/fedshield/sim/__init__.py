@@ -2,6 +2,7 @@
 
 from .evaluate import Evaluator, accuracy
 from .loop import run_experiment, run_round, select_clients, summarize, train_clients
+from .plot import plot_run
 from .setup import Setup, build_setup, with_start
 from .checkpoint import load_checkpoint, resume_state, save_checkpoint
 from .state import RoundState
@@ -17,6 +18,7 @@ __all__ = [
     "build_setup",
     "load_checkpoint",
     "local_train_function",
+    "plot_run",
     "resume_state",
     "run_experiment",
     "run_round",

@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from ..attacks import RoundState as AttackRound
 from ..config import ConfigError, ExperimentConfig, dump_config
@@ -28,6 +27,7 @@ from .output import atomic_write_text, prepare_out_dir, write_json, write_metric
 from .plot import plot_run
 from .post_training import run_post_training
 from .pretrain import pretrained_params
+from .progress import RoundProgress
 from .setup import Setup, build_setup, with_start
 from .state import RoundState
 
@@ -242,9 +242,7 @@ def run_experiment(
     start_time = time.perf_counter()
     elapsed_before = state.seconds
 
-    bar = None
-    if progress and state.round < cfg.rounds:
-        bar = tqdm(total=cfg.rounds, initial=state.round, desc=cfg.name, unit="round", dynamic_ncols=True)
+    bar = RoundProgress(cfg.name, cfg.rounds, state.round + 1) if progress and state.round < cfg.rounds else None
     while state.round < cfg.rounds:
         t = state.round + 1
         params, row = run_round(setup, state)
@@ -258,9 +256,7 @@ def run_experiment(
         write_metrics_csv(out / "metrics.csv", state.rows)
         save_checkpoint(ckpt_path, state, setup.start, resolved)
         if bar is not None:
-            bar.update(1)
-            if not math.isnan(row["ma"]):
-                bar.set_postfix(MA=f"{row['ma']:.3f}", BA=f"{row['ba']:.3f}", acc=f"{row['accepted']}/{row['selected']}")
+            bar.update(row)
     if bar is not None:
         bar.close()
 

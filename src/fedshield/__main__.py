@@ -1,0 +1,7 @@
+"""``python -m fedshield …`` = the ``fedshield`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
