@@ -130,6 +130,7 @@ def worker_sim(spec: dict) -> dict:
     desc = libspu.link.Desc()
     for rank in range(2):
         desc.add_party(f"p{rank}", f"thread_{rank}")
+    desc.recv_timeout_ms = 600_000  # CHEETAH's HE packing of a large matmul takes minutes on a loaded machine
     start = threading.Barrier(2)
     seconds, outputs, failures = [[], []], [None, None], []
 
@@ -142,21 +143,23 @@ def worker_sim(spec: dict) -> dict:
                 rt.set_var(name, share[rank])
             start.wait()
             for _ in range(spec["repeat"]):
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 rt.run(exe)
                 seconds[rank].append(time.perf_counter() - t)
+                start.wait()  # both parties done: the process's CPU time covers both
+                if rank == 0:
+                    cpu.append(time.process_time() - c)
             outputs[rank] = [rt.get_var(name) for name in exe.output_names]
         except BaseException as exc:  # reported by the parent
             failures.append(repr(exc))
             start.abort()
 
-    cpu = time.process_time()
+    cpu: list[float] = []
     threads = [threading.Thread(target=party, args=(r,)) for r in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    cpu = time.process_time() - cpu
     if failures:
         raise RuntimeError("; ".join(failures))
     out = io.reconstruct([outputs[0][0], outputs[1][0]])
@@ -210,7 +213,8 @@ def worker_tcp(spec: dict) -> dict:
     out = io.reconstruct(out_shares)
     sent = [LINK_RE.findall(log) for log in logs]
     runs = [max(a, b) for a, b in zip(results[0]["seconds"], results[1]["seconds"])]
-    return {"seconds": runs[0], "seconds_again": runs[1:], "cpu_seconds": sum(r["cpu_seconds"] for r in results),
+    cpu = [a + b for a, b in zip(results[0]["cpu_seconds"], results[1]["cpu_seconds"])]
+    return {"seconds": runs[0], "seconds_again": runs[1:], "cpu_seconds": cpu,
             "bytes_sent_party0": [int(x[0]) for x in sent[0]], "bytes_sent_party1": [int(x[0]) for x in sent[1]],
             "error": error(out, ref(*inputs)), "plain_seconds": plaintext_seconds(ref, inputs)}
 
@@ -241,13 +245,12 @@ def party_main(job_path: str) -> None:
         rt.set_var(name, s)
     del job["shares"]
     lctx.barrier()
-    cpu = time.process_time()
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(job["repeat"]):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         rt.run(exe)
         seconds.append(time.perf_counter() - t)
-    cpu = time.process_time() - cpu
+        cpu.append(time.process_time() - c)
     out = rt.get_var(exe.output_names[0])
     lctx.barrier()
     with open(job["out"], "wb") as f:
@@ -269,8 +272,8 @@ def measure(spec: dict, cap: float) -> dict:
         proc.communicate()
         return {**spec, "status": f"did not finish in {cap:.0f} s"}
     if proc.returncode != 0:
-        tail = (err.strip().splitlines() or ["?"])
-        msg = next((line for line in reversed(tail) if "Error" in line or "what" in line), tail[-1])
+        spu_error = re.findall(r"\[external/[^\]]+\] ([^\\\n]+)", err)  # SPU's "[file.cc:line] message"
+        msg = spu_error[0] if spu_error else (err.strip().splitlines() or ["?"])[-1]
         return {**spec, "status": f"failed (exit {proc.returncode}): {msg[-300:]}"}
     result = json.loads(out.strip().splitlines()[-1])
     if spec["mode"] == "sim":  # party 0's link counters, from SPU's profiling log
@@ -301,7 +304,7 @@ def fmt_one(b: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| protocol | mode | kernel | n | d | seconds | again | CPU s (all runs) | x plaintext | sent by P0 (per run) "
+    lines = ["| protocol | mode | kernel | n | d | seconds | again | CPU s (per run) | x plaintext | sent by P0 (per run) "
              "| max error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         head = f"| {r['protocol']} | {r['mode']} | {r['kernel']} | {r['n']} | {r['d']} |"
@@ -310,9 +313,72 @@ def table(rows: list[dict]) -> str:
             continue
         ratio = r["seconds"] / max(r["plain_seconds"], 1e-9)
         again = ", ".join(f"{x:.2f}" for x in r["seconds_again"]) or "-"
-        lines.append(f"{head} {r['seconds']:.2f} | {again} | {r['cpu_seconds']:.2f} | {ratio:,.0f} | "
+        cpu = " / ".join(f"{c:.2f}" for c in r["cpu_seconds"])
+        lines.append(f"{head} {r['seconds']:.2f} | {again} | {cpu} | {ratio:,.0f} | "
                      f"{fmt_bytes(r.get('bytes_sent_party0'))} | {r['error']:.2g} |")
     return "\n".join(lines)
+
+
+def find(rows: list[dict], protocol: str, mode: str, kernel: str, n: int, d: int) -> dict | None:
+    return next((r for r in rows if r["status"] == "ok" and (r["protocol"], r["mode"], r["kernel"], r["n"], r["d"])
+                 == (protocol, mode, kernel, n, d)), None)
+
+
+def scaled(rows: list[dict], protocol: str, mode: str, kernel: str, n: int, d: int, key: str):
+    """(value, how) of one kernel at (n, d): measured, else the largest measured d at the same n scaled linearly
+    in d (every cost of X X^T and w^T X grows linearly in d at fixed n)."""
+    r = find(rows, protocol, mode, kernel, n, d)
+    if r is not None:
+        return value(r, key), "measured"
+    done = [r for r in rows if r["status"] == "ok" and (r["protocol"], r["mode"], r["kernel"], r["n"])
+            == (protocol, mode, kernel, n) and r["d"] < d]
+    if not done:
+        return None, "not measured"
+    r = max(done, key=lambda r: r["d"])
+    return value(r, key) * d / r["d"], f"d={r['d']:,} x {d / r['d']:.1f}"
+
+
+def value(r: dict, key: str) -> float:
+    """Protocol seconds of the warm run (second run when there is one), CPU seconds, or party 0's bytes."""
+    if key == "seconds":
+        return (r["seconds_again"] or [r["seconds"]])[-1]
+    if key == "cpu_seconds":
+        return r["cpu_seconds"][-1]
+    return float(r["bytes_sent_party0"][-1])
+
+
+ROUND_STEPS = 20  # binary-search steps for DBSCAN's radius
+
+
+def round_estimate(rows: list[dict], n: int = 100, d: int = FULL_D) -> str:
+    """One Private FLAME round from the kernels: Gram of n x d, 20 x n^2 comparisons, 2 x n rsqrt, one median
+    of n, one weighted sum w^T X of n x d (clipping and mean together)."""
+    out = [f"One round at n = {n}, d = {d:,} (Gram + {ROUND_STEPS} x {n * n:,} comparisons + 2 x {n} rsqrt + "
+           f"median of {n} + weighted sum of {n} x {d:,}), from warm kernels:", "",
+           "| protocol | mode | Gram s | comparisons s | rsqrt+median s | weighted sum s | round s | "
+           "round CPU s | party 0 sends | one-off set-up s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for protocol in ("SEMI2K", "CHEETAH"):
+        for mode in ("sim", "tcp"):
+            parts = {}
+            for key in ("seconds", "cpu_seconds", "bytes"):
+                g, how_g = scaled(rows, protocol, mode, "gram", n, d, key)
+                w, how_w = scaled(rows, protocol, mode, "wsum", n, d, key)
+                c, r, m = (find(rows, protocol, mode, k, size, 1) for k, size in
+                           (("cmp", n * n), ("rsqrt", n), ("median", n)))
+                if None in (g, w, c, r, m):
+                    parts = None
+                    break
+                parts[key] = (g, ROUND_STEPS * value(c, key), 2 * value(r, key) + value(m, key), w)
+                parts["how"] = f"Gram {how_g}, sum {how_w}"
+                first = c["seconds"] - value(c, "seconds")
+            if parts is None:
+                out.append(f"| {protocol} | {mode} | incomplete kernels | | | | | | | |")
+                continue
+            sec, cpu, byt = parts["seconds"], parts["cpu_seconds"], parts["bytes"]
+            out.append(f"| {protocol} | {mode} | {sec[0]:,.0f} | {sec[1]:,.1f} | {sec[2]:,.2f} | {sec[3]:,.0f} | "
+                       f"{sum(sec):,.0f} | {sum(cpu):,.0f} | {sum(byt) / 2**30:,.2f} GiB | {first:,.1f} |")
+            out.append(f"|  | ({parts['how']}) | | | | | | | | |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -322,9 +388,15 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated filters protocol/mode/kernel, e.g. CHEETAH,tcp")
     ap.add_argument("--max-d", type=int, default=FULL_D)
     ap.add_argument("--out", default=str(ROOT / "runs" / "mpc_engines_spu"))
+    ap.add_argument("--report", metavar="RESULTS_JSON", help="only print the table and round estimate of a results file")
+    ap.add_argument("--retry", metavar="RESULTS_JSON", help="measure again the rows of a results file that failed")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--party", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.report:
+        rows = json.loads(Path(args.report).read_text())
+        print(f"{table(rows)}\n\n{round_estimate(rows)}")
+        return
     if args.party:
         party_main(args.party)
         return
@@ -335,27 +407,35 @@ def main() -> None:
     filters = [f for f in args.only.split(",") if f]
     specs = [s for s in plan(args.quick) if s["d"] <= args.max_d
              and all(f in (s["protocol"], s["mode"], s["kernel"]) for f in filters)]
+    kept: list[dict] = []
+    if args.retry:
+        kept = json.loads(Path(args.retry).read_text())
+        specs = [{k: r[k] for k in ("protocol", "mode", "kernel", "n", "d", "seed", "repeat")} for r in kept
+                 if r["status"].startswith(("failed", "skipped"))]
+        kept = [r for r in kept if not r["status"].startswith(("failed", "skipped"))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    unfinished: list[dict] = []  # a bigger kernel of the same kind is skipped once a smaller one timed out
+    # a bigger kernel of the same kind is skipped once a smaller one timed out or failed
+    unfinished = [r for r in kept if r["status"].startswith("did not finish")]
     for spec in specs:
         same = [u for u in unfinished if all(u[k] == spec[k] for k in ("protocol", "mode", "kernel"))
                 and u["n"] <= spec["n"] and u["d"] <= spec["d"]]
         if same:
-            row = {**spec, "status": f"skipped (n={same[0]['n']}, d={same[0]['d']} did not finish)"}
+            row = {**spec, "status": f"skipped (n={same[0]['n']}, d={same[0]['d']}: {same[0]['status']})"[:80]}
         else:
             row = measure(spec, args.cap)
             if row["status"] != "ok":
-                unfinished.append(spec)
+                unfinished.append(row)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (out / "results.json").write_text(json.dumps(rows, indent=1))
+        (out / "results.json").write_text(json.dumps(kept + rows, indent=1))
+    rows = kept + rows
     import numpy
     import spu
 
     md = (f"spu {spu.__version__}, numpy {numpy.__version__}, Python {sys.version.split()[0]}, "
-          f"os.cpu_count() = {os.cpu_count()}, load average before: {os.getloadavg()}\n\n{table(rows)}\n")
+          f"os.cpu_count() = {os.cpu_count()}, load average before: {os.getloadavg()}\n\n{table(rows)}\n\n{round_estimate(rows)}\n")
     (out / "results.md").write_text(md)
     print(md)
 
