@@ -307,7 +307,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| protocol | mode | kernel | n | d | seconds | again | CPU s (per run) | x plaintext | sent by P0 (per run) "
              "| max error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        head = f"| {r['protocol']} | {r['mode']} | {r['kernel']} | {r['n']} | {r['d']} |"
+        kernel = f"{r['kernel']} ({r['note']})" if r.get("note") else r["kernel"]  # e.g. a longer cap
+        head = f"| {r['protocol']} | {r['mode']} | {kernel} | {r['n']} | {r['d']} |"
         if r["status"] != "ok":
             lines.append(f"{head} {r['status']} | | | | | |")
             continue
@@ -356,7 +357,8 @@ def round_estimate(rows: list[dict], n: int = 100, d: int = FULL_D) -> str:
     out = [f"One round at n = {n}, d = {d:,} (Gram + {ROUND_STEPS} x {n * n:,} comparisons + 2 x {n} rsqrt + "
            f"median of {n} + weighted sum of {n} x {d:,}), from warm kernels:", "",
            "| protocol | mode | Gram s | comparisons s | rsqrt+median s | weighted sum s | round s | "
-           "round CPU s | party 0 sends | one-off set-up s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "round CPU s (both parties) | party 0 sends | one-off set-up s | Gram, sum scaled from |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for protocol in ("SEMI2K", "CHEETAH"):
         for mode in ("sim", "tcp"):
             parts = {}
@@ -369,15 +371,15 @@ def round_estimate(rows: list[dict], n: int = 100, d: int = FULL_D) -> str:
                     parts = None
                     break
                 parts[key] = (g, ROUND_STEPS * value(c, key), 2 * value(r, key) + value(m, key), w)
-                parts["how"] = f"Gram {how_g}, sum {how_w}"
+                parts["how"] = f"{how_g}; {how_w}"
                 first = c["seconds"] - value(c, "seconds")
             if parts is None:
-                out.append(f"| {protocol} | {mode} | incomplete kernels | | | | | | | |")
+                out.append(f"| {protocol} | {mode} | incomplete kernels | | | | | | | | |")
                 continue
             sec, cpu, byt = parts["seconds"], parts["cpu_seconds"], parts["bytes"]
             out.append(f"| {protocol} | {mode} | {sec[0]:,.0f} | {sec[1]:,.1f} | {sec[2]:,.2f} | {sec[3]:,.0f} | "
-                       f"{sum(sec):,.0f} | {sum(cpu):,.0f} | {sum(byt) / 2**30:,.2f} GiB | {first:,.1f} |")
-            out.append(f"|  | ({parts['how']}) | | | | | | | | |")
+                       f"{sum(sec):,.0f} | {sum(cpu):,.0f} | {sum(byt) / 2**30:,.2f} GiB | {max(first, 0):,.1f} | "
+                       f"{parts['how']} |")
     return "\n".join(out)
 
 
