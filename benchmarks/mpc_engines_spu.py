@@ -326,17 +326,22 @@ def find(rows: list[dict], protocol: str, mode: str, kernel: str, n: int, d: int
 
 
 def scaled(rows: list[dict], protocol: str, mode: str, kernel: str, n: int, d: int, key: str):
-    """(value, how) of one kernel at (n, d): measured, else the largest measured d at the same n scaled linearly
-    in d (every cost of X X^T and w^T X grows linearly in d at fixed n)."""
+    """(value, how) of one kernel at (n, d): measured; else, at the same n, the line a + b d through the two
+    largest measured d (every cost of X X^T and w^T X is a fixed part plus a part linear in d at fixed n), or
+    the one measured d scaled linearly when there is only one."""
     r = find(rows, protocol, mode, kernel, n, d)
     if r is not None:
         return value(r, key), "measured"
-    done = [r for r in rows if r["status"] == "ok" and (r["protocol"], r["mode"], r["kernel"], r["n"])
-            == (protocol, mode, kernel, n) and r["d"] < d]
+    done = sorted((r for r in rows if r["status"] == "ok" and (r["protocol"], r["mode"], r["kernel"], r["n"])
+                   == (protocol, mode, kernel, n) and r["d"] < d), key=lambda r: r["d"])
     if not done:
         return None, "not measured"
-    r = max(done, key=lambda r: r["d"])
-    return value(r, key) * d / r["d"], f"d={r['d']:,} x {d / r['d']:.1f}"
+    if len(done) == 1:
+        r = done[0]
+        return value(r, key) * d / r["d"], f"d={r['d']:,} x {d / r['d']:.1f}"
+    (d0, v0), (d1, v1) = ((r["d"], value(r, key)) for r in done[-2:])
+    slope = (v1 - v0) / (d1 - d0)
+    return v1 + slope * (d - d1), f"line through d={d0:,}, {d1:,}"
 
 
 def value(r: dict, key: str) -> float:
