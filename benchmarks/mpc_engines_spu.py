@@ -304,8 +304,8 @@ def fmt_one(b: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| protocol | mode | kernel | n | d | seconds | again | CPU s (per run) | x plaintext | sent by P0 (per run) "
-             "| max error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| protocol | mode | kernel | n | d | seconds | again | CPU s (per run) | x plaintext "
+             "| sent by P0 (per run) | max error |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         kernel = f"{r['kernel']} ({r['note']})" if r.get("note") else r["kernel"]  # e.g. a longer cap
         head = f"| {r['protocol']} | {r['mode']} | {kernel} | {r['n']} | {r['d']} |"
@@ -395,7 +395,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated filters protocol/mode/kernel, e.g. CHEETAH,tcp")
     ap.add_argument("--max-d", type=int, default=FULL_D)
     ap.add_argument("--out", default=str(ROOT / "runs" / "mpc_engines_spu"))
-    ap.add_argument("--report", metavar="RESULTS_JSON", help="only print the table and round estimate of a results file")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="only print the table and round estimate of a results file")
     ap.add_argument("--retry", metavar="RESULTS_JSON", help="measure again the rows of a results file that failed")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--party", help=argparse.SUPPRESS)
@@ -442,7 +443,8 @@ def main() -> None:
     import spu
 
     md = (f"spu {spu.__version__}, numpy {numpy.__version__}, Python {sys.version.split()[0]}, "
-          f"os.cpu_count() = {os.cpu_count()}, load average before: {os.getloadavg()}\n\n{table(rows)}\n\n{round_estimate(rows)}\n")
+          f"os.cpu_count() = {os.cpu_count()}, load average at the end: {os.getloadavg()}\n\n"
+          f"{table(rows)}\n\n{round_estimate(rows)}\n")
     (out / "results.md").write_text(md)
     print(md)
 
