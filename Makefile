@@ -8,13 +8,13 @@ STAMP  := $(VENV)/.fedshield-installed
 
 setup: $(STAMP)
 
-# torch is pinned in every pip call: an unpinned resolution would pull a multi-GB CUDA build. The flower
+# torch is pinned through constraints.txt in every pip call: an unpinned resolution would pull a multi-GB CUDA build. The flower
 # extra is installed too because the default test run includes a real Flower deployment on loopback; the
 # traffic extra (pyarrow) because the default test run reads generated NIDS dataset files.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,flower,traffic]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,flower,traffic]"
 	touch $(STAMP)
 
 data: setup
