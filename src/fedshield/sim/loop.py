@@ -206,6 +206,9 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         # rounds whose aggregate was non-finite: the defense kept the previous model (metrics.csv info.refused_reason)
         "refused_rounds": sum(1 for r in rows if r.get("info.refused") == 1.0),
         **{f"final_{k}": last[k] for k in ("detection_rate", "fpr", "f1") if k in last},
+        "domain": "traffic" if cfg.data.is_traffic else "image",
+        # the noise level FLAME used (0.01 on traffic)
+        **({"defense_lam": rows[-1]["info.lam"]} if rows and "info.lam" in rows[-1] else {}),
     }
 
 
@@ -263,13 +266,10 @@ def run_experiment(
     seconds = elapsed_before + time.perf_counter() - start_time
     summary = summarize(cfg, state.rows, seconds)
     summary.update(pretrain)
-    summary["domain"] = setup.dataset.kind
     if setup.dataset.traffic is not None:  # what the traffic preprocessing did (non-finite counts, split, columns)
         rep = setup.dataset.traffic.report
         keys = ("split", "train_rows", "test_rows", "features", "dropped_columns", "nonfinite", "family_counts_train")
         summary["data_report"] = {k: rep[k] for k in keys if k in rep}
-    if state.rows and "info.lam" in state.rows[-1]:
-        summary["defense_lam"] = state.rows[-1]["info.lam"]  # the noise level FLAME used (0.01 on traffic)
     final = {"global_params": state.global_params, "initial_params": setup.start, "layout": setup.layout.names}
     save_model_file(final, out / "final_model.pt")
     if cfg.post_training is not None:
