@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from fedshield.defenses.flame import FLAME
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.mpc.client import ShareError, encode_update, split_update
 from fedshield.mpc.flame_protocol import FlameParams
+from fedshield.mpc import session as session_module
 from fedshield.mpc.session import PrivateFlameError, ServerPair
 from roundinput import make_input
 
@@ -112,21 +112,35 @@ def test_wrong_length_share_is_named():
     assert pids == [] or not any(pid_alive(p) for p in pids)
 
 
-def test_killed_server_gives_clear_error_within_timeout():
-    """Done-when 2: kill server B mid-round; the error names it and its step, well within the timeout."""
+def test_killed_server_gives_clear_error_within_timeout(monkeypatch):
+    """Done-when 2: kill server B mid-round; the error names it and its step, well within the timeout.
+
+    The kill happens at a fixed point of the protocol, not after a delay (a timer would race a fast round): while
+    the coordinator is sending the last client's share, after both servers have received the round's header."""
     timeout = 30.0
     u = updates(10, 150_000)
     private = PrivateFLAME(search_steps=10, timeout_s=timeout, noise=False)
     inp = make_input(u)
     private.aggregate(inp)  # warm: both servers up
     pids = dict(private.server_pair.pids)
-    killer = threading.Timer(0.5, lambda: os.kill(pids["B"], signal.SIGKILL))
-    killer.start()
+    real_split = session_module.split_update
+    calls = []
+
+    def split_then_kill_b(encoded, seed):
+        calls.append(1)
+        if len(calls) == u.shape[0]:  # the last client's share: the round is under way
+            os.kill(pids["B"], signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while pid_alive(pids["B"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real_split(encoded, seed)
+
+    monkeypatch.setattr(session_module, "split_update", split_then_kill_b)
     t0 = time.monotonic()
     with pytest.raises(PrivateFlameError, match=r"server B") as err:
         private.aggregate(inp)
     elapsed = time.monotonic() - t0
-    killer.join()
+    assert len(calls) == u.shape[0]
     assert elapsed < timeout
     assert "step" in str(err.value)
     private.close()
