@@ -53,6 +53,21 @@ def test_round_log_becomes_the_simulators_rows():
     assert math.isnan(r2["ma"]) and r2["eval_s"] == 0.0  # round 2 not evaluated
     assert r2["fn"] == 1 and r2["flame_tnr"] == round(2 / 3, 4) and math.isnan(r2["flame_tpr"])
     assert r2["rejected_clients"] == "" and r2["dropped"] == 1
+    assert "detection_rate" not in r1  # an image run's evaluator reports MA and BA only
+
+
+def test_round_log_keeps_the_traffic_detection_metrics():
+    """A traffic run's evaluator also reports detection rate, FPR and F1; the federated rows keep them, as the
+    simulator's metrics.csv does."""
+    events = [
+        {"event": "evaluate", "round": 1, "time": 5.0, "ma": 0.9, "ba": 0.02, "detection_rate": 0.81, "fpr": 0.03,
+         "f1": 0.86, "eval_s": 0.1},
+        {"event": "round", "round": 1, "accepted_client_ids": [0], "rejected_client_ids": [], "malicious_client_ids": [],
+         "tp": 0, "fp": 0, "tn": 1, "fn": 0, "dropped": []},
+    ]
+    (row,) = rows_from_log(events)
+    assert (row["detection_rate"], row["fpr"], row["f1"]) == (0.81, 0.03, 0.86)
+    assert "time" not in row and "event" not in row and row["eval_s"] == 0.1
 
 
 class _Reply:

@@ -110,6 +110,8 @@ def rows_from_log(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "aggregate_s": float(e.get("aggregate_s", 0.0)),
         }
         row.update({f"info.{k}": v for k, v in (e.get("info") or {}).items()})
+        # the evaluator's other metrics, as the simulator records them (traffic: detection_rate, fpr, f1)
+        row.update({k: v for k, v in ev.items() if k not in ("event", "time", "round", "ma", "ba", "eval_s")})
         row["eval_s"] = float(ev.get("eval_s", 0.0))
         row["dropped"] = len(e.get("dropped", []))
         row["rejected_clients"] = " ".join(str(c) for c in e.get("rejected_client_ids", []))
