@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import ParameterError
-from ..core.numeric import assemble_global
+from ..core.numeric import assemble_global, finite_rows
 from ..core.params import Param, require, spec_from_signature, validate_params
 from ..models import ParamLayout
 
@@ -112,7 +112,7 @@ def check_round_input(inp: RoundInput) -> None:
     if bool(bad_n.any()):
         bad = {ids[i]: float(inp.num_samples[i]) for i in torch.nonzero(bad_n).flatten().tolist()}
         raise ValueError(f"num_samples must be finite and >= 0; client(s) {list(bad)} report {list(bad.values())}")
-    finite = torch.isfinite(u).all(dim=1)
+    finite = finite_rows(u)
     if not bool(finite.all()):
         bad = [int(inp.client_ids[i]) for i in torch.nonzero(~finite).flatten().tolist()]
         raise ValueError(f"non-finite values (NaN/Inf) in the update of client(s) {bad}")

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..attacks import RoundState as AttackRound
 from ..config import ConfigError, ExperimentConfig, dump_config
+from ..core.numeric import finite_rows
 from ..core.seeding import numpy_stream, torch_stream
 from ..defenses import Aggregate, RoundInput
 from ..metrics import aasr, detection_counts, flame_rates
@@ -166,7 +167,7 @@ def finite_updates(updates: Tensor, client_ids: list[int], round_: int) -> Tenso
     """(n,) bool: which updates are finite. A non-finite update (an attack, or a client whose training
     diverged) is dropped and recorded in the round's metrics row, as the Flower server drops such replies;
     when every update of the round is non-finite nothing can be aggregated: ``ValueError`` naming the clients."""
-    keep = torch.isfinite(updates).all(dim=1)
+    keep = finite_rows(updates)
     if not bool(keep.any()):
         raise ValueError(f"round {round_}: every update is non-finite (NaN/Inf), clients {client_ids}: local training "
                          "diverged; lower train.lr (or attack.train.lr) or check the attack's parameters")
