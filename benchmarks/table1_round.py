@@ -42,6 +42,7 @@ from fedshield.config import load_config
 from fedshield.models import flatten_params, load_flat_params
 from fedshield.sim import build_setup, select_clients
 from fedshield.sim.loop import train_clients
+from fedshield.sim.setup import global_trigger
 from fedshield.core.seeding import torch_stream
 
 TOLERANCE = 1e-3
@@ -89,7 +90,7 @@ def main() -> None:
     selected = select_clients(cfg, setup.attackers, rnd)
     params = setup.start.clone()
     base_model = setup.model_fn()
-    trig = setup.trigger
+    trig = global_trigger(cfg)  # the DBA trigger; attacker k stamps its part k
     h, w = setup.dataset.train_x.shape[-2:]
 
     def fedshield_client(c):
