@@ -18,25 +18,10 @@ from flwr.app import Message  # noqa: E402
 from fedshield.defenses import DefenseContext, build_defense  # noqa: E402
 from fedshield.flower import FedShieldStrategy, arrayrecord_to_flat, flat_to_arrayrecord  # noqa: E402
 from fedshield.flower.common import setup_for_run_config  # noqa: E402
+from flowertest import FakeGrid, task_identity  # noqa: E402,F401  (task_identity: autouse fixture)
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "flower"
 RC = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=none"}
-
-
-class FakeGrid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return self.node_ids
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
 
 
 @pytest.fixture(scope="module")

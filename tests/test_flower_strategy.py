@@ -25,26 +25,10 @@ from fedshield.flower.runconfig import (  # noqa: E402
 )
 from fedshield.sim.loop import train_clients  # noqa: E402
 from fedshield.core.seeding import torch_stream  # noqa: E402
+from flowertest import FakeGrid, task_identity  # noqa: E402,F401  (task_identity: autouse fixture)
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "flower"
 RC = {"fedshield-config": "configs/synthetic3_flame.yaml", "fedshield-set": "attack.name=none"}
-
-
-class FakeGrid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return self.node_ids
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Messages outside a running ServerApp need the identity Flower's runtime would set."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
 
 
 @pytest.fixture(scope="module")

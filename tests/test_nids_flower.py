@@ -16,6 +16,7 @@ from fedshield.flower.client_app import make_client_app  # noqa: E402
 from fedshield.flower.common import setup_for_run_config  # noqa: E402
 from fedshield.sim.loop import run_round  # noqa: E402
 from fedshield.sim.state import RoundState  # noqa: E402
+from flowertest import FakeGrid, task_identity  # noqa: E402,F401  (task_identity: autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # configs/nids_synthetic_flame.yaml, made small: 10 clients (5 devices x 2), 2 attackers, 3 rounds, lr 0.05
@@ -24,22 +25,6 @@ RC = {
     "fedshield-set": "num_clients=10; clients_per_round=10; rounds=3; attack.num_attackers=2; "
     "train.lr=0.05; data.traffic.synthetic.num_devices=5; data.traffic.synthetic.flows_per_device=800",
 }
-
-
-class FakeGrid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return self.node_ids
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
 
 
 def test_flame_on_synthetic_traffic_through_flower_matches_the_simulator(tmp_path):
