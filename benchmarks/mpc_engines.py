@@ -18,35 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import threading
 import time
 
 import numpy as np
 
-from fedshield.mpc.dealer import Dealer
-from fedshield.mpc.party import DealerLink, Party, SeededSource
+from fedshield.mpc.local import run_local_pair
+from fedshield.mpc.party import Party
 from fedshield.mpc.ring import encode, ring_gram, ring_matmul_nt, ring_matmul_nt_int64
-from fedshield.mpc.transport import Channel
 
 
 def ours_pair(fn_a, fn_b):
-    s1, s2 = socket.socketpair()
-    d1, d2 = socket.socketpair()
-    seed_a, seed_b = os.urandom(32), os.urandom(32)
-    dealer = Dealer(seed_a, seed_b, Channel(d1, "server B", 600))
-    th = dealer.start()
-    pa = Party("A", Channel(s1, "server B", 600), SeededSource(seed_a))
-    link = Channel(d2, "dealer", 600)
-    pb = Party("B", Channel(s2, "server A", 600), DealerLink(seed_b, link))
-    out = {}
-    ta = threading.Thread(target=lambda: out.setdefault("A", fn_a(pa)))
-    ta.start()
-    out["B"] = fn_b(pb)
-    link.send({"t": "corr_end"})
-    ta.join()
-    th.join()
-    return out["A"], out["B"]
+    return run_local_pair(fn_a, fn_b, timeout=600)
 
 
 def ours_gram(p: Party, u_share: np.ndarray) -> np.ndarray:

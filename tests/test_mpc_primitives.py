@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import threading
 
 import numpy as np
 import pytest
 
-from fedshield.mpc.dealer import Dealer
 from fedshield.mpc.flame_protocol import rsqrt, true_median
-from fedshield.mpc.party import DealerLink, Party, SeededSource
+from fedshield.mpc.local import run_local_pair
 from fedshield.mpc.prg import PRG
 from fedshield.mpc.ring import decode, encode, ring_gram, ring_matmul_nt, ring_matmul_nt_int64
 from fedshield.mpc.transport import Channel, ChannelError, parse_address
@@ -19,23 +16,7 @@ from fedshield.mpc.transport import Channel, ChannelError, parse_address
 
 def run_pair(fn_a, fn_b):
     """Run fn_a(server A) and fn_b(server B) in two threads over socket pairs, with a dealer thread."""
-    s1, s2 = socket.socketpair()
-    d1, d2 = socket.socketpair()
-    seed_a, seed_b = os.urandom(32), os.urandom(32)
-    dealer = Dealer(seed_a, seed_b, Channel(d1, "server B", 30))
-    th = dealer.start()
-    pa = Party("A", Channel(s1, "server B", 30), SeededSource(seed_a))
-    link = Channel(d2, "dealer", 30)
-    pb = Party("B", Channel(s2, "server A", 30), DealerLink(seed_b, link))
-    out = {}
-    ta = threading.Thread(target=lambda: out.setdefault("A", fn_a(pa)))
-    ta.start()
-    out["B"] = fn_b(pb)
-    link.send({"t": "corr_end"})
-    ta.join()
-    th.join()
-    assert dealer.error is None
-    return out["A"], out["B"]
+    return run_local_pair(fn_a, fn_b, timeout=30)
 
 
 def share(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
