@@ -34,6 +34,7 @@ from fedshield.defenses import DefenseContext, RoundInput
 from fedshield.core.numeric import cosine_distances
 from fedshield.defenses.registry import available_defenses, build_defense
 from fedshield.models import ParamLayout, build_model, flatten_params
+from fedshield.sim.train import local_train_function
 
 
 def make_round(n: int, g: torch.Tensor, layout: ParamLayout, seed: int = 0) -> RoundInput:
@@ -101,7 +102,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(2)
     server = (torch.rand(100, 1, 28, 28, generator=gen), torch.arange(100) % 10)
     ctx = DefenseContext(layout=layout, model_fn=model_fn, server_data=server, num_classes=10,
-                         extra={"input_shape": (1, 28, 28)})
+                         local_train=local_train_function(model_fn, "cpu"), extra={"input_shape": (1, 28, 28)})
     names = args.defenses or list(available_defenses())
     print(f"d = {g.numel()}, torch threads = {torch.get_num_threads()}, repeat = {args.repeat}", flush=True)
 
