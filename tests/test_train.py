@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fedshield.attacks import BatchPoisoner, named_trigger
 from fedshield.models import build_model, flatten_params, load_flat_params
 from fedshield.sim.train import LocalTrainer, ParallelTrainer, TrainSettings, lr_at_epoch
 
@@ -54,6 +55,43 @@ def test_local_trainer_equals_plain_loop():
     upd_cl = fast.train(g0, x, y, s, torch.Generator().manual_seed(7))
     assert torch.allclose(upd_cl, ref, rtol=1e-3, atol=1e-5)
     assert upd.abs().sum() > 0
+
+
+def _textbook_attacker(global_params, x, y, s, seed, poisoner, memory_format):
+    """An attacker's loop as usually written (MultiStepLR per epoch, a poisoned copy of each batch), in
+    ``memory_format``."""
+    model = build_model("lenet").to(memory_format=memory_format)
+    load_flat_params(model, global_params)
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [round(m * s.epochs) for m in s.milestones], s.gamma)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(s.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), s.batch_size):
+            xb, yb = poisoner(x[perm[i : i + s.batch_size]], y[perm[i : i + s.batch_size]])
+            opt.zero_grad()
+            F.cross_entropy(model(xb.contiguous(memory_format=memory_format)), yb).backward()
+            opt.step()
+        sched.step()
+    return flatten_params(model) - global_params
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attacker_training_equals_textbook_loop_bit_for_bit_in_the_same_memory_format(channels_last):
+    # Table I's attacker (lenet, MultiStepLR at 0.2E and 0.8E, 20 of each batch stamped and relabelled): the
+    # trainer's arithmetic is the textbook loop's, bit for bit, in either memory format. Across formats only the
+    # convolutions' rounding differs (benchmarks/table1_round.py measures how far that carries).
+    torch.manual_seed(3)
+    g0 = flatten_params(build_model("lenet"))
+    x, y = _data(75)
+    s = TrainSettings(lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=5, batch_size=32, milestones=(0.2, 0.8))
+    poison = BatchPoisoner(named_trigger("dba").part(1), target=2, per_batch=10)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    upd = LocalTrainer(lambda: build_model("lenet"), channels_last=channels_last).train(
+        g0, x, y, s, torch.Generator().manual_seed(5), poison)
+    assert torch.equal(upd, _textbook_attacker(g0, x, y, s, 5, poison, fmt))
+    wrong_target = BatchPoisoner(named_trigger("dba").part(1), target=3, per_batch=10)
+    assert not torch.allclose(upd, _textbook_attacker(g0, x, y, s, 5, wrong_target, fmt), rtol=1e-2)
 
 
 def test_poisoner_is_applied_to_each_batch():
