@@ -62,9 +62,9 @@ def _matmul(sa: Shares, rb: Shares, p: dict) -> Shares:
 
 def _cmp(sa: Shares, rb: Shares, p: dict) -> Shares:
     r = sa["r"] + rb["r"]
-    out = {"rb": r ^ sa["rb"]}
-    if p["shift"]:
-        out["rs"] = (r >> np.uint64(p["shift"])) - sa["rs"]
+    out = {"rb": r ^ sa["rb"]}  # the one arithmetic-to-Boolean conversion (SPU's adder circuit)
+    if p["shift"]:  # r = (r ^ rb_A) ^ rb_A: shift the Boolean form (free) instead of converting r again
+        out["rs"] = ((out["rb"] ^ sa["rb"]) >> np.uint64(p["shift"])) - sa["rs"]
     out["tc"] = ((sa["ta"] ^ rb["ta"]) & (sa["tb"] ^ rb["tb"])) ^ sa["tc"]
     x, y = sa["px"], rb["px"]  # bits: x ^ y = x + y − 2xy, one product instead of two bit decompositions
     out["pa"] = x + y - np.uint64(2) * x * y - sa["pa"]
@@ -85,6 +85,9 @@ def _svec(sa: Shares, rb: Shares, p: dict) -> Shares:
 PROGRAMS: dict[str, Callable[[Shares, Shares, dict], Shares]] = {
     "mul": _mul, "matmul": _matmul, "cmp": _cmp, "gram": _gram, "svec": _svec,
 }
+# inputs that enter SPU XOR-shared (they are only XORed and ANDed): XOR with them is then free, where an additive
+# input would first go through SPU's arithmetic-to-Boolean adder circuit (64 bits each)
+BOOLEAN_INPUTS: dict[str, frozenset[str]] = {"cmp": frozenset({"rb", "ta", "tb", "tc"})}
 
 
 def correction_program(kind: str, params: dict, names_a: list[str], names_b: list[str]) -> Callable:
@@ -147,12 +150,14 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             return v, pos
 
 
-def encode_share(values: np.ndarray) -> tuple[bytes, list[bytes]]:
-    """(meta, chunks) of a CHEETAH arithmetic share holding ``values`` (uint64) as this party's share."""
+def encode_share(values: np.ndarray, boolean: bool = False) -> tuple[bytes, list[bytes]]:
+    """(meta, chunks) of this party's CHEETAH share ``values`` (uint64) of a secret uint64 array: an additive
+    share (``cheetah.AShr<FM64>``) or, with ``boolean``, an XOR share of all 64 bits (``cheetah.BShr<FM64,64>``)."""
     values = np.ascontiguousarray(values, dtype=np.uint64)
     dims = b"".join(_varint(s) for s in values.shape)
+    storage = b"cheetah.BShr<FM64,64>" if boolean else b"cheetah.AShr<FM64>"
     meta = _field(1, _DT_U64) + _field(3, _VIS_SECRET) + _field(4, _field(1, dims) if dims else b"") \
-        + _field(5, b"cheetah.AShr<FM64>")
+        + _field(5, storage)
     raw = values.tobytes()
     total = len(raw)
     chunks = [_field(1, total) + (_field(2, off) if off else b"") + _field(3, raw[off : off + _CHUNK])
@@ -239,7 +244,10 @@ class CheetahEngine:
         key = (kind, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
         exe = self._cache.get(key)
         if exe is None:
+            import jax
             import spu.utils.frontend as spu_fe
+
+            jax.config.update("jax_enable_x64", True)  # trace in uint64 (jax's default would narrow to uint32)
 
             names_a, names_b = list(shapes_a), list(shapes_b)
             fn = correction_program(kind, params, names_a, names_b)
@@ -252,19 +260,29 @@ class CheetahEngine:
         return exe
 
     def run(self, kind: str, params: dict, own: Shares, shapes_a: dict[str, tuple],
-            shapes_b: dict[str, tuple]) -> list[tuple[str, np.ndarray]]:
-        """Run the correction of ``kind`` with this party's inputs ``own`` (the other's are zero shares); return
-        this party's (storage type, share) of each output, in the program's order."""
+            shapes_b: dict[str, tuple], masks: PRG) -> list[tuple[str, np.ndarray]]:
+        """Run the correction of ``kind`` with this party's inputs ``own``; return this party's (storage type,
+        share) of each output, in the program's order.
+
+        An input x of party p enters as the sharing (x − m, m) (XOR: (x ^ m, m)): p's share is x − m, the other's
+        is m, where m is drawn from ``masks``, a PRG both parties hold (its seed is not a secret of either; A
+        draws it and sends it to B). m is independent of x, so neither share tells the other party anything, and
+        nothing needs to be sent to input x. (Zero shares, m = 0, would do as well but make CHEETAH's HE
+        product refuse a "transparent" ciphertext.)"""
         exe = self.executable(kind, params, shapes_a, shapes_b)
         mine = "a" if self.rank == 0 else "b"
         shapes = {"a": shapes_a, "b": shapes_b}
+        boolean = BOOLEAN_INPUTS.get(kind, frozenset())
         rt, libspu = self.runtime, self._libspu
         t, c = time.perf_counter(), time.process_time()
         for side in ("a", "b"):
             for name, shape in shapes[side].items():
-                values = own[name] if side == mine else np.zeros(shape, np.uint64)
+                m = masks.u64(shape)
+                xor = name in boolean
+                if side == mine:
+                    m = own[name] ^ m if xor else own[name] - m
                 share = libspu.Share()
-                share.meta, share.share_chunks = encode_share(values)
+                share.meta, share.share_chunks = encode_share(m, xor)
                 rt.set_var(f"{side}.{name}", share)
         rt.run(exe)
         outs = []
@@ -307,6 +325,12 @@ class CheetahSource:
         self.prg = PRG(seed)
         self.peer = peer
         self.engine = engine
+        if role == "A":  # the input masks' seed: fresh, known to both servers, secret of neither
+            mask_seed = os.urandom(32)
+            peer.send({"t": "spu_masks"}, np.frombuffer(mask_seed, dtype=np.uint8))
+        else:
+            mask_seed = peer.recv_array("spu_masks").tobytes()
+        self.masks = PRG(mask_seed)
         self._shapes: dict[str, tuple[dict, dict, list[str]]] = {}
 
     def prefetch(self, kind: str, **params) -> None:
@@ -328,7 +352,7 @@ class CheetahSource:
         share_a, random_b, _ = KINDS[kind]
         shapes_a, shapes_b, keys = self._layout(kind, params)
         own = share_a(self.prg, **params) if self.role == "A" else random_b(self.prg, **params)
-        outs = self.engine.run(kind, params, own, shapes_a, shapes_b)
+        outs = self.engine.run(kind, params, own, shapes_a, shapes_b, self.masks)
         if self.role == "A":
             for i, (storage, share) in enumerate(outs):
                 self.peer.send({"t": "corr_out", "i": i, "xor": storage.startswith("cheetah.BShr")}, share)
