@@ -208,11 +208,12 @@ def brpc_link(rank: int, addresses: list[str], timeout: float):
     return libspu.link.create_brpc(desc, rank)
 
 
-def memory_links() -> tuple[Any, Any]:
+def memory_links(timeout: float = 600.0) -> tuple[Any, Any]:
     """Both parties' links in one process (SPU's in-memory link), for tests."""
     import spu.libspu as libspu
 
     desc = libspu.link.Desc()
+    desc.recv_timeout_ms = int(timeout * 1000)
     for r in range(2):
         desc.add_party(f"p{r}", f"thread_{r}")
     return libspu.link.create_mem(desc, 0), libspu.link.create_mem(desc, 1)
