@@ -21,7 +21,6 @@ import torch
 from fedshield.defenses import ParameterError
 from fedshield.defenses.flame import FLAME
 from fedshield.defenses.private_flame import PrivateFLAME
-from fedshield.mpc import session as session_module
 from fedshield.mpc import transport
 from fedshield.mpc.cheetah import spu_python
 from fedshield.mpc.session import REPO_ROOT, PrivateFlameError
@@ -111,32 +110,29 @@ def test_cheetah_needs_spu_venv_and_valid_name(monkeypatch):
 
 
 def test_killed_server_in_cheetah_mode_gives_clear_error_within_timeout(monkeypatch):
-    """Kill server B while the round is under way (at the last client's share; A is already computing its
-    correlations with B under SPU): the error names server B and its step, within the timeout; no process is
-    left."""
+    """Kill server B in the middle of the 2PC (when it reports the clustering step, whose comparisons draw
+    their correlations from SPU runs with A): the error names server B and that step, within the timeout; no
+    process is left."""
     timeout = 40.0
     u = attacked_round(1, 6, 2, 2000)
     private = PrivateFLAME(search_steps=6, timeout_s=timeout, noise=False, correlations="cheetah")
     inp = make_input(u)
     private.aggregate(inp)  # warm: both servers and their SPU link up
     pids = dict(private.server_pair.pids)
-    real_split = session_module.split_update
-    calls = []
+    real_recv = transport.Channel.recv
+    killed = []
 
-    def split_then_kill_b(encoded, seed):
-        calls.append(1)
-        if len(calls) == u.shape[0]:
+    def recv_then_kill_b(self, expect=None):
+        header, array = real_recv(self, expect)
+        if self.peer == "server B" and header.get("t") == "step" and header.get("name") == "clustering":
             os.kill(pids["B"], signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while pid_alive(pids["B"]) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        return real_split(encoded, seed)
+            killed.append(time.monotonic())
+        return header, array
 
-    monkeypatch.setattr(session_module, "split_update", split_then_kill_b)
+    monkeypatch.setattr(transport.Channel, "recv", recv_then_kill_b)
     t0 = time.monotonic()
-    with pytest.raises(PrivateFlameError, match=r"server B") as err:
+    with pytest.raises(PrivateFlameError, match=r"server B failed during step 'clustering'"):
         private.aggregate(inp)
-    assert time.monotonic() - t0 < timeout
-    assert "step" in str(err.value)
+    assert killed and time.monotonic() - t0 < timeout
     private.close()
     assert not any(pid_alive(p) for p in pids.values())
