@@ -91,8 +91,9 @@ def test_cheetah_round_equals_dealer_round_and_twin_and_no_server_gets_the_other
     assert got.info["mpc_mbytes_spu_A_to_B"] > 0 and got.info["mpc_mbytes_spu_B_to_A"] > 0
 
     to_coord = [(peer, t, a) for peer, t, a in sent if peer in ("server A", "server B")]
-    assert {t for peer, t, _ in to_coord if peer == "server A"} == {"hello", "round", "g", "corr_seed", "seeds", "shutdown"}
-    assert {t for peer, t, _ in to_coord if peer == "server B"} == {"hello", "round", "g", "corr_seed", "share", "shutdown"}
+    frames = {role: {t for peer, t, _ in to_coord if peer == f"server {role}"} for role in "AB"}
+    assert frames["A"] == {"hello", "round", "g", "corr_seed", "seeds", "shutdown"}
+    assert frames["B"] == {"hello", "round", "g", "corr_seed", "share", "shutdown"}
     seed_a = next(a for peer, t, a in to_coord if peer == "server A" and t == "corr_seed").tobytes()
     seed_b = next(a for peer, t, a in to_coord if peer == "server B" and t == "corr_seed").tobytes()
     assert len(seed_a) == len(seed_b) == 32 and seed_a != seed_b

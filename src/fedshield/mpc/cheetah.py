@@ -34,8 +34,8 @@ from .correlations import KINDS, Shares, assemble_b
 from .prg import PRG
 from .transport import Channel
 
-__all__ = ["CheetahEngine", "CheetahSource", "brpc_link", "memory_links", "correction_program", "encode_share", "decode_share",
-           "spu_python", "SPU_SETUP_COMMAND"]
+__all__ = ["CheetahEngine", "CheetahSource", "brpc_link", "memory_links", "correction_program", "encode_share",
+           "decode_share", "spu_python", "SPU_SETUP_COMMAND"]
 
 SPU_SETUP_COMMAND = "make spu"
 _DT_U64 = 9  # spu.DataType.DT_U64
@@ -362,7 +362,8 @@ class CheetahSource:
         for i, (storage, share) in enumerate(outs):
             header, other = self.peer.recv("corr_out")
             if other is None or other.shape != share.shape or header.get("i") != i:
-                raise RuntimeError(f"server A sent output {header.get('i')} of shape "
-                                   f"{None if other is None else other.shape} for {kind}, expected {i} of {share.shape}")
+                got = None if other is None else other.shape
+                raise RuntimeError(f"server A sent output {header.get('i')} of shape {got} for {kind}, "
+                                   f"expected output {i} of shape {share.shape}")
             corr[keys[i]] = share ^ other if storage.startswith("cheetah.BShr") else share + other
         return assemble_b(own, corr)

@@ -146,6 +146,9 @@ class Server:
         if g.shape != (d_tr,) or g.dtype != np.float64 or not np.isfinite(g).all():
             raise ValueError(f"the global model has shape {g.shape}, expected ({d_tr},) finite float64")
         cheetah = self.correlations == "cheetah"
+        if header.get("correlations", "dealer") != self.correlations:
+            raise ValueError(f"this server runs with --correlations {self.correlations}, the coordinator asked for "
+                             f"{header.get('correlations', 'dealer')!r}")
         if not cheetah:
             seed = coord.recv_array("dealer_seed").tobytes()
         elif header.get("corr_seed_from_os"):

@@ -233,7 +233,8 @@ class ServerPair:
             dealer = Dealer(seed_a.tobytes(), seed_b.tobytes(), self.dealer_ch)
             dealer_thread = dealer.start()
         header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params),
-                  "noise_seed": None if noise_from_os else noise_seed, "corr_seed_from_os": cheetah and corr_seeds_from_os}
+                  "correlations": self.correlations, "noise_seed": None if noise_from_os else noise_seed,
+                  "corr_seed_from_os": cheetah and corr_seeds_from_os}
         last_step = {"A": "sharing", "B": "sharing"}
         t0 = time.time()
         try:
