@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedshield.defenses import ParameterError
+from fedshield.defenses import ParameterError, build_defense
 from fedshield.defenses.flame import FLAME
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.mpc import transport
@@ -108,6 +108,8 @@ def test_cheetah_needs_spu_venv_and_valid_name(monkeypatch):
     with pytest.raises(ParameterError, match="make spu"):
         PrivateFLAME(correlations="cheetah")
     assert PrivateFLAME(correlations="cheetah", launch=False).correlations == "cheetah"  # servers run elsewhere
+    monkeypatch.delenv("FEDSHIELD_SPU_PYTHON")
+    assert build_defense("private_flame", {"correlations": "cheetah"}).correlations == "cheetah"  # from a config
 
 
 def test_killed_server_in_cheetah_mode_gives_clear_error_within_timeout(monkeypatch):

@@ -245,8 +245,12 @@ class Server:
         log = os.open(path, os.O_WRONLY | os.O_APPEND)
         os.dup2(log, 1)
         os.close(log)
+        if os.path.exists("/proc/self/fd/1"):  # Linux: no name left behind, even if the server is killed
+            os.unlink(path)
+            path = "/proc/self/fd/1"
+        else:
+            atexit.register(lambda: os.path.exists(path) and os.unlink(path))
         self.spu_log = path
-        atexit.register(lambda: os.path.exists(path) and os.unlink(path))
 
 
 def main(argv: list[str] | None = None) -> int:
