@@ -11,14 +11,15 @@ over their channel, and B adds the two. Nobody ever holds both seeds, so there i
 threat model is the two semi-honest, non-colluding servers alone. The correlations, and so every online message
 and the result, are bit for bit those of the dealer mode with the same seeds.
 
-A private input enters SPU as the sharing (x, 0): the owner's share is x, the other server's share is zero.
-That is a valid CHEETAH sharing (each share alone reveals nothing about the other party's input), so nothing is
-sent to input a value; the two shares are written in SPU's wire format (``ValueMetaProto``/``ValueChunkProto``,
-a few protobuf fields, encoded by :func:`encode_share` and checked against SPU's own ``Io`` in the tests).
+A private input x of one server enters SPU as the sharing (x − m, m) (XOR-shared, (x ^ m, m), for the inputs
+that are only XORed and ANDed): the owner's share is x − m, the other server's is m, drawn from a PRG whose seed
+A draws afresh and sends to B. m is independent of x, so neither share tells the other server anything, and no
+input is sent. The shares are written in SPU's wire format (``ValueMetaProto``/``ValueChunkProto``, a few
+protobuf fields, encoded by :func:`encode_share` and checked against SPU's own ``Io`` in the tests).
 
 SPU 0.9.5 needs Python < 3.12 and numpy < 2 (its own virtualenv, ``make spu``); this module imports spu and jax
-only inside :class:`CheetahEngine`, so the rest of the package imports it anywhere. Compiled SPU programs are
-cached per (kind, sizes); the SPU runtime (and CHEETAH's one-off OT set-up) lives as long as the server.
+only inside the functions that need them, so the rest of the package imports it anywhere. Compiled SPU programs
+are cached per (kind, sizes); the SPU runtime (and CHEETAH's one-off OT set-up) lives as long as the server.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def spu_python(repo_root: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the programs
+# The corrections of .correlations, written with operators that both numpy and jax (tracing for SPU) understand;
+# the tests check them bit for bit against the dealer's functions.
 
 
 def _mul(sa: Shares, rb: Shares, p: dict) -> Shares:
@@ -249,7 +252,6 @@ class CheetahEngine:
             import spu.utils.frontend as spu_fe
 
             jax.config.update("jax_enable_x64", True)  # trace in uint64 (jax's default would narrow to uint32)
-
             names_a, names_b = list(shapes_a), list(shapes_b)
             fn = correction_program(kind, params, names_a, names_b)
             examples = [np.zeros(s, np.uint64) for s in [*shapes_a.values(), *shapes_b.values()]]
@@ -309,12 +311,6 @@ class CheetahEngine:
     def stats(self) -> dict[str, float]:
         return {"spu_seconds": self.seconds, "spu_cpu_seconds": self.cpu_seconds, "spu_bytes": self.bytes_sent,
                 "spu_runs": self.runs}
-
-    def close(self) -> None:
-        try:
-            self.link.stop_link()
-        except Exception:
-            pass
 
 
 class CheetahSource:
