@@ -139,3 +139,14 @@ def test_killed_server_in_cheetah_mode_gives_clear_error_within_timeout(monkeypa
     assert killed and time.monotonic() - t0 < timeout
     private.close()
     assert not any(pid_alive(p) for p in pids.values())
+
+
+def test_long_spu_runs_keep_the_servers_alive_for_the_coordinator():
+    """A fresh pair's first round compiles and runs SPU programs for seconds between two step reports; the
+    servers' heartbeat keeps the coordinator from declaring them silent with a 2 s timeout (without it, this
+    round fails with "no answer within 2.0 s")."""
+    inp = make_input(attacked_round(2, 6, 2, 200), seed=1)
+    with PrivateFLAME(noise=False, search_steps=6, timeout_s=2.0, correlations="cheetah") as private:
+        got = private.aggregate(inp)
+    assert got.accepted.tolist() == [False] * 2 + [True] * 4
+    assert max(v for k, v in got.info.items() if k.startswith("mpc_s_")) > 2.0  # a step did outlast the timeout

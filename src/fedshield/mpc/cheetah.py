@@ -196,17 +196,18 @@ def _packed(raw: bytes) -> list[int]:
 # ------------------------------------------------------------------------------------------ the engine
 
 
-def brpc_link(rank: int, addresses: list[str], timeout: float):
+def brpc_link(rank: int, addresses: list[str], connect_timeout: float, recv_timeout: float):
     """SPU's TCP link (brpc) of party ``rank``; ``addresses[r]`` is party r's link address (A is party 0), and
-    this party listens on its own. Waits up to ``timeout`` seconds for the other party."""
+    this party listens on its own. Waits up to ``connect_timeout`` seconds for the other party to be reachable and
+    ``recv_timeout`` seconds for any one message."""
     import spu.libspu as libspu
 
     desc = libspu.link.Desc()
     for r, addr in enumerate(addresses):
         desc.add_party(f"p{r}", addr)
-    desc.recv_timeout_ms = int(timeout * 1000)
-    desc.http_timeout_ms = int(timeout * 1000)
-    desc.connect_retry_times = max(1, int(timeout))
+    desc.recv_timeout_ms = int(recv_timeout * 1000)
+    desc.http_timeout_ms = int(recv_timeout * 1000)
+    desc.connect_retry_times = max(1, int(connect_timeout))
     desc.connect_retry_interval_ms = 1000
     return libspu.link.create_brpc(desc, rank)
 

@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -126,7 +127,10 @@ class Server:
         mine = f"{host}:{port}"
         theirs = f"{other_host}:{other}"
         addresses = [mine, theirs] if self.role == "A" else [theirs, mine]
-        self.engine = CheetahEngine(brpc_link(0 if self.role == "A" else 1, addresses, self.timeout), self.spu_log)
+        # SPU's own receive timeout is generous: one party can wait minutes for the other's HE product; a dead or
+        # stopped server is caught by the coordinator (closed connection, or no heartbeat), which stops both
+        link = brpc_link(0 if self.role == "A" else 1, addresses, self.timeout, max(self.timeout, 3600.0))
+        self.engine = CheetahEngine(link, self.spu_log)
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -136,6 +140,25 @@ class Server:
         self.coord.send({"t": "step", "name": name})
 
     def run_round(self, header: dict) -> None:
+        """One round; in cheetah mode with a heartbeat to the coordinator, since one SPU run (the Gram
+        correlation at lenet size: minutes) can last longer than the coordinator's silence timeout."""
+        stop = threading.Event()
+        if self.correlations == "cheetah":
+            threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
+        try:
+            self._run_round(header)
+        finally:
+            stop.set()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        interval = max(0.5, min(10.0, self.timeout / 4))
+        while not stop.wait(interval):
+            try:
+                self.coord.send({"t": "alive"})
+            except ChannelError:
+                return
+
+    def _run_round(self, header: dict) -> None:
         self.times: list[tuple[str, float]] = []
         peer_bytes_before = self.peer.bytes_sent
         n, d, d_tr = int(header["n"]), int(header["d"]), int(header["d_tr"])

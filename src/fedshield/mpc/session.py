@@ -278,19 +278,23 @@ class ServerPair:
         """Wait for both servers' results, following their step reports; fail on error, EOF or silence."""
         pending = {"A", "B"}
         results: dict[str, list] = {"A": [None, None, None], "B": [None, None, None]}
+        heard = {r: time.monotonic() for r in pending}  # a server silent for longer than the timeout has failed
         while pending:
             socks = {self.ch[r].sock: r for r in pending}
-            ready, _, _ = select.select(list(socks), [], [], self.timeout + 2.0)  # a server reports first
+            wait = min(heard[r] for r in pending) + self.timeout + 2.0 - time.monotonic()  # a server reports first
+            ready, _, _ = select.select(list(socks), [], [], max(wait, 0.0))
             if not ready:
-                names = ", ".join(f"server {r} (step {last_step[r]!r})" for r in sorted(pending))
+                silent = [r for r in sorted(pending) if time.monotonic() - heard[r] > self.timeout]
+                names = ", ".join(f"server {r} (step {last_step[r]!r})" for r in silent)
                 self._fail(f"no answer within {self.timeout} s from {names}")
             for sock in ready:
                 role = socks[sock]
+                heard[role] = time.monotonic()
                 try:
                     header, array = self.ch[role].recv()
                 except ChannelError as exc:
                     self._fail(self._explain(role, last_step, exc))
-                kind = header.get("t")
+                kind = header.get("t")  # "alive": a cheetah server's heartbeat during long SPU runs
                 if kind == "step":
                     last_step[role] = str(header.get("name"))
                 elif kind == "result":
