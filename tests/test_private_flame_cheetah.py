@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,3 +151,25 @@ def test_long_spu_runs_keep_the_servers_alive_for_the_coordinator():
         got = private.aggregate(inp)
     assert got.accepted.tolist() == [False] * 2 + [True] * 4
     assert max(v for k, v in got.info.items() if k.startswith("mpc_s_")) > 2.0  # a step did outlast the timeout
+
+
+def test_servers_and_coordinator_must_agree_on_the_correlation_mode():
+    """Servers started by hand in dealer mode, a coordinator asking for cheetah: a clear error, not a hang."""
+    env = dict(os.environ, PYTHONPATH=str(Path(REPO_ROOT) / "src"))
+    cmd = [sys.executable, "-m", "fedshield.mpc.server", "--timeout", "10", "--wait", "10"]
+    a = subprocess.Popen(cmd + ["--role", "A", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    b = None
+    try:
+        port_a = int(a.stdout.readline().split()[1])
+        b = subprocess.Popen(cmd + ["--role", "B", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port_a}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        servers = {"A": f"127.0.0.1:{port_a}", "B": f"127.0.0.1:{int(b.stdout.readline().split()[1])}"}
+        with PrivateFLAME(launch=False, servers=servers, correlations="cheetah", timeout_s=10) as private:
+            with pytest.raises(PrivateFlameError, match="runs with --correlations dealer, the coordinator asked for"):
+                private.aggregate(make_input(attacked_round(3, 6, 2, 40)))
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                proc.kill()
+                proc.wait()

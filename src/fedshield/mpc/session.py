@@ -253,7 +253,7 @@ class ServerPair:
                     share = bad_share[1]
                 self.ch["B"].send({"t": "share"}, share)
         except ChannelError as exc:
-            self._fail(f"{exc} (step 'sharing')")
+            self._fail(self._reported_error() or f"{exc} (step 'sharing')")
         results = self._collect(last_step)
         if dealer is not None:
             dealer_thread.join(timeout=self.timeout)
@@ -305,6 +305,18 @@ class ServerPair:
                     results[role][2] = array
                     pending.discard(role)
         return {r: tuple(v) for r, v in results.items()}  # type: ignore[misc]
+
+    def _reported_error(self) -> str | None:
+        """After a failed send: the error a server reported before it exited (its last frame), if there is one."""
+        deadline = time.monotonic() + 2.0
+        for ch in self.ch.values():
+            try:
+                while time.monotonic() < deadline and select.select([ch.sock], [], [], 0.5)[0]:
+                    ch.recv()  # step reports, heartbeats; an "error" frame raises
+            except ChannelError as exc:
+                if "reported:" in str(exc):
+                    return str(exc).split("reported:", 1)[1].strip()
+        return None
 
     def _explain(self, role: str, last_step: dict[str, str], exc: ChannelError) -> str:
         msg = str(exc)
