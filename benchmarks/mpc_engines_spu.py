@@ -1,6 +1,7 @@
 """Private FLAME's kernels on SecretFlow SPU 0.9.5 (SEMI2K and CHEETAH, two parties), timed in one run.
 
-SPU pins numpy<2 and jax<=0.4.34 and needs Python < 3.12, so it lives in its own virtualenv (ignored by git):
+SPU pins numpy<2 and jax<=0.4.34 and needs Python < 3.12, so it lives in its own virtualenv (ignored by git;
+``make spu`` creates it, as below plus ``cryptography`` for Private FLAME's ``correlations: cheetah`` servers):
 
     python3.11 -m venv .venv-spu
     .venv-spu/bin/pip install "spu==0.9.5" "numpy<2" "jax<=0.4.34" "jaxlib<=0.4.34"

@@ -11,22 +11,28 @@ noise σ = λ·S_t (lines 12–13), and reveal only the new global model (and, w
 The protocol, its fixed-point error and what leaks are described in docs/private_flame.md (summary:
 docs/defenses.md, FLAME.9).
 
-This process plays the clients and the trusted dealer; the servers are separate OS processes reached over TCP
-(loopback by default, any host:port with ``servers``), started on first use, reused across rounds and stopped
-by PID on :meth:`PrivateFLAME.close`, at exit, or after any failure.
+This process plays the clients and, by default, the trusted dealer of the multiplication triples and other
+correlations (``correlations: dealer``); with ``correlations: cheetah`` there is no dealer: the two servers
+compute the correlations between themselves under SecretFlow SPU's CHEETAH protocol (:mod:`fedshield.mpc.cheetah`),
+bit for bit the same ones, so the result is the same, at a measured cost (docs/private_flame.md, "Without a
+dealer"). The servers are separate OS processes reached over TCP (loopback by default, any host:port with
+``servers``), started on first use, reused across rounds and stopped by PID on :meth:`PrivateFLAME.close`, at
+exit, or after any failure.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.numeric import is_bool, is_finite_number, is_int
+from ..mpc.cheetah import SPU_SETUP_COMMAND, spu_python
 from ..mpc.client import share_problem
 from ..mpc.flame_protocol import FlameParams
-from ..mpc.session import PrivateFlameError, ServerPair
+from ..mpc.session import REPO_ROOT, PrivateFlameError, ServerPair
 from ..mpc.transport import parse_address
 from .base import Aggregate, Defense, ParameterError, RoundInput, require
 from .registry import register
@@ -57,7 +63,12 @@ class PrivateFLAME(Defense):
     servers: ``{"A": "host:port", "B": "host:port"}`` (default both ``127.0.0.1:0``, i.e. free loopback ports).
     launch: start the two servers here (default True); False: connect to servers already running there.
     noise_entropy: ``"run"`` (default): each server's noise vector is seeded from the run's seed (reproducible
-        runs; the coordinator could recompute the noise); ``"os"``: from each server's own OS entropy.
+        runs; the coordinator could recompute the noise); ``"os"``: from each server's own OS entropy (and, with
+        ``correlations="cheetah"``, each server's correlation seed too).
+    correlations: where the multiplication triples and the other correlated randomness come from.
+        ``"dealer"`` (default): this process acts as a trusted dealer (it must not collude with either server);
+        ``"cheetah"``: no dealer, the two servers compute them under SPU's CHEETAH protocol (the servers then run
+        in SPU's virtualenv ``.venv-spu``, created by ``make spu``; same results, slower: docs/private_flame.md).
     """
 
     name = "private_flame"
@@ -78,6 +89,7 @@ class PrivateFLAME(Defense):
         servers: dict[str, str] | None = None,
         launch: bool = True,
         noise_entropy: str = "run",
+        correlations: str = "dealer",
     ):
         require(cluster_on in ("models", "updates"), "cluster_on", cluster_on, "allowed: 'models', 'updates'")
         require(is_bool(clustering) or clustering == "dbscan", "clustering", clustering,
@@ -100,6 +112,13 @@ class PrivateFLAME(Defense):
                 except ValueError as exc:
                     raise ParameterError(f"servers.{role}={addr!r} is invalid; {exc}") from None
         require(noise_entropy in ("run", "os"), "noise_entropy", noise_entropy, "allowed: 'run', 'os'")
+        require(correlations in ("dealer", "cheetah"), "correlations", correlations, "allowed: 'dealer', 'cheetah'")
+        if correlations == "cheetah" and launch and not os.path.exists(spu_python(REPO_ROOT)):
+            raise ParameterError(
+                f"correlations='cheetah' runs the two servers in SecretFlow SPU's virtualenv, and "
+                f"{spu_python(REPO_ROOT)} does not exist; create it with `{SPU_SETUP_COMMAND}` in {REPO_ROOT} "
+                f"(or point FEDSHIELD_SPU_PYTHON at an interpreter with spu 0.9.5)")
+        self.correlations = correlations
         self.noise_entropy = noise_entropy
         self.cluster_on = cluster_on
         self.clustering = bool(clustering)
@@ -123,7 +142,7 @@ class PrivateFLAME(Defense):
     def server_pair(self) -> ServerPair:
         """The two servers (started on first use)."""
         if self._pair is None:
-            self._pair = ServerPair(self.servers, self.launch, self.timeout_s)
+            self._pair = ServerPair(self.servers, self.launch, self.timeout_s, correlations=self.correlations)
         self._pair.start()
         return self._pair
 
@@ -175,7 +194,8 @@ class PrivateFLAME(Defense):
             return Aggregate(inp.global_params.clone(), torch.zeros(n, dtype=torch.bool),
                              {**unshared, "accepted": 0.0, "refused": 1.0, "refused_reason": reason})
         res = self.server_pair.run_round(u[sent], g[train], d_tr, self.params, seed,
-                                         noise_from_os=self.noise_entropy == "os")
+                                         noise_from_os=self.noise_entropy == "os",
+                                         corr_seeds_from_os=self.noise_entropy == "os")
         update = np.empty(d)
         update[order] = res.update
         new = torch.from_numpy(g + update).to(inp.global_params.dtype)
@@ -192,5 +212,10 @@ class PrivateFLAME(Defense):
             "mpc_mbytes_B_to_A": res.bytes_sent["B_to_A"] / 1e6,
         }
         info.update({f"mpc_s_{k}": float(v) for k, v in res.seconds.items()})
+        if res.correlations:  # cheetah: what computing the correlations cost (SPU's link bytes, CPU seconds)
+            info.update({"mpc_mbytes_spu_A_to_B": res.correlations["spu_bytes_A"] / 1e6,
+                         "mpc_mbytes_spu_B_to_A": res.correlations["spu_bytes_B"] / 1e6,
+                         "mpc_spu_cpu_s_A": res.correlations["spu_cpu_seconds_A"],
+                         "mpc_spu_cpu_s_B": res.correlations["spu_cpu_seconds_B"]})
         return Aggregate(new, accepted, info)
 

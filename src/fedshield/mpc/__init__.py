@@ -2,7 +2,8 @@
 dealer for correlated randomness, and two server processes that talk over TCP.
 
 Modules, bottom up: ``ring`` (ring arithmetic, fixed point), ``prg`` (AES-CTR stream), ``transport`` (framed
-messages over sockets), ``correlations`` and ``dealer`` (correlated randomness), ``party`` (2PC operations),
+messages over sockets), ``correlations`` and ``dealer`` (correlated randomness), ``cheetah`` (the same
+correlations without a dealer, computed by the two servers under SecretFlow SPU), ``party`` (2PC operations),
 ``flame_protocol`` (FLAME's round as a 2PC program), ``client`` (clients' sharing), ``server`` (the server
 process) and ``session`` (starting the servers, feeding a round, collecting the result).
 """

@@ -9,17 +9,29 @@ connections: the coordinator (clients + round control) on both, the dealer on B,
 its own shares (A: the clients' 32-byte seeds; B: enc(u_i) − PRG(s_i)), the dealer's seed (A) or corrections
 (B), and public values (G, sizes, parameters). Any failure is reported to the coordinator as an ``error``
 frame naming the server and the step, after which the process exits.
+
+With ``--correlations cheetah`` there is no dealer: each server gets only its own correlation seed (or draws it
+from its OS entropy) and the two compute B's corrections together under SPU's CHEETAH protocol
+(:mod:`.cheetah`) over a second TCP link, SPU's own, on ``--spu-listen`` (default: the host of ``--listen``, any
+free port; the servers tell each other the port over their channel). This mode needs SecretFlow SPU, i.e. the
+interpreter of ``.venv-spu`` (``make spu``); SPU's log (the process's stdout after ``READY``) goes to a
+temporary file, read for SPU's byte counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import socket
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
 
+from .cheetah import CheetahEngine, CheetahSource, brpc_link
 from .flame_protocol import FlameParams, run_flame
 from .party import DealerLink, Party, SeededSource
 from .prg import PRG, SEED_BYTES
@@ -30,12 +42,17 @@ __all__ = ["main", "Server"]
 
 
 class Server:
-    def __init__(self, role: str, listen: str, peer: str | None, timeout: float, wait: float):
+    def __init__(self, role: str, listen: str, peer: str | None, timeout: float, wait: float,
+                 correlations: str = "dealer", spu_listen: str | None = None):
         self.role = role
         self.listen_addr = listen
         self.peer_addr = peer
         self.timeout = timeout
         self.wait = wait
+        self.correlations = correlations
+        self.spu_listen = spu_listen or f"{parse_address(listen)[0]}:0"
+        self.spu_log: str | None = None
+        self.engine: CheetahEngine | None = None
         self.step = "start"
         self.coord: Channel | None = None
         self.peer: Channel | None = None
@@ -89,9 +106,31 @@ class Server:
         lsock.close()
 
     def _missing(self) -> list[str]:
-        wanted = [("the coordinator", self.coord), ("server B" if self.role == "A" else "the dealer",
-                                                      self.peer if self.role == "A" else self.dealer)]
+        wanted = [("the coordinator", self.coord)]
+        if self.role == "A":
+            wanted.append(("server B", self.peer))
+        elif self.correlations == "dealer":
+            wanted.append(("the dealer", self.dealer))
         return [name for name, ch in wanted if ch is None]
+
+    def start_engine(self) -> None:
+        """SPU's link to the other server and the CHEETAH runtime (once per process: CHEETAH's OT set-up is
+        paid once). The servers swap their SPU ports over their channel; each dials the host it already knows."""
+        host, port = parse_address(self.spu_listen)
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+        self.peer.send({"t": "spu_port", "port": port})
+        other = int(self.peer.recv("spu_port")[0]["port"])
+        other_host = self.peer.sock.getpeername()[0]
+        mine = f"{host}:{port}"
+        theirs = f"{other_host}:{other}"
+        addresses = [mine, theirs] if self.role == "A" else [theirs, mine]
+        # SPU's own receive timeout is generous: one party can wait minutes for the other's HE product; a dead or
+        # stopped server is caught by the coordinator (closed connection, or no heartbeat), which stops both
+        link = brpc_link(0 if self.role == "A" else 1, addresses, self.timeout, max(self.timeout, 3600.0))
+        self.engine = CheetahEngine(link, self.spu_log)
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -101,6 +140,25 @@ class Server:
         self.coord.send({"t": "step", "name": name})
 
     def run_round(self, header: dict) -> None:
+        """One round; in cheetah mode with a heartbeat to the coordinator, since one SPU run (the Gram
+        correlation at lenet size: minutes) can last longer than the coordinator's silence timeout."""
+        stop = threading.Event()
+        if self.correlations == "cheetah":
+            threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
+        try:
+            self._run_round(header)
+        finally:
+            stop.set()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        interval = max(0.5, min(10.0, self.timeout / 4))
+        while not stop.wait(interval):
+            try:
+                self.coord.send({"t": "alive"})
+            except ChannelError:
+                return
+
+    def _run_round(self, header: dict) -> None:
         self.times: list[tuple[str, float]] = []
         peer_bytes_before = self.peer.bytes_sent
         n, d, d_tr = int(header["n"]), int(header["d"]), int(header["d_tr"])
@@ -110,18 +168,37 @@ class Server:
         g = coord.recv_array("g")
         if g.shape != (d_tr,) or g.dtype != np.float64 or not np.isfinite(g).all():
             raise ValueError(f"the global model has shape {g.shape}, expected ({d_tr},) finite float64")
-        seed = coord.recv_array("dealer_seed").tobytes()
+        cheetah = self.correlations == "cheetah"
+        if header.get("correlations", "dealer") != self.correlations:
+            raise ValueError(f"this server runs with --correlations {self.correlations}, the coordinator asked for "
+                             f"{header.get('correlations', 'dealer')!r}")
+        if not cheetah:
+            seed = coord.recv_array("dealer_seed").tobytes()
+        elif header.get("corr_seed_from_os"):
+            seed = os.urandom(SEED_BYTES)  # known to this server only
+        else:
+            seed = coord.recv_array("corr_seed").tobytes()
+        setup = 0.0
+        if cheetah:
+            t = time.perf_counter()
+            if self.engine is None:
+                self.start_engine()
+                setup = time.perf_counter() - t
+            corr = CheetahSource(self.role, seed, self.peer, self.engine)
+            engine_before = self.engine.stats()
         U = np.empty((n, d), dtype=np.uint64)
         if self.role == "A":
-            corr = SeededSource(seed)
+            if not cheetah:
+                corr = SeededSource(seed)
             seeds = coord.recv_array("seeds")
             if seeds.shape != (n, SEED_BYTES):
                 raise ValueError(f"received {seeds.shape} client seeds, expected ({n}, {SEED_BYTES})")
             for i in range(n):
                 U[i] = PRG(seeds[i].tobytes()).u64(d)
         else:
-            corr = DealerLink(seed, self.dealer)
-            corr.prefetch("gram", n=n, d=d, d_tr=d_tr)
+            if not cheetah:
+                corr = DealerLink(seed, self.dealer)
+                corr.prefetch("gram", n=n, d=d, d_tr=d_tr)
             for i in range(n):
                 share = coord.recv_array("share")
                 if share.dtype != np.uint64 or share.shape != (d,):
@@ -137,10 +214,13 @@ class Server:
         self.notify("done")
         stats = {"marks": self.times, "peer_bytes": self.peer.bytes_sent - peer_bytes_before,
                  "exchanges": party.rounds}
+        if cheetah:
+            now = self.engine.stats()
+            stats.update({k: now[k] - engine_before[k] for k in now}, spu_setup_seconds=setup)
         coord.send({"t": "result", "stats": stats}, res.out)
         if res.mask is not None:
             coord.send({"t": "mask"}, res.mask)
-        if self.role == "B":
+        if self.role == "B" and not cheetah:
             self.dealer.send({"t": "corr_end"})
 
     def serve(self) -> int:
@@ -150,6 +230,8 @@ class Server:
             print(f"ERROR {exc}", flush=True)
             return 3
         print(f"READY {lsock.getsockname()[1]}", flush=True)
+        if self.correlations == "cheetah":
+            self.redirect_stdout()
         try:
             self.connect_all(lsock)
         except ChannelError as exc:
@@ -178,6 +260,22 @@ class Server:
                 return 1
 
 
+    def redirect_stdout(self) -> None:
+        """SPU logs to stdout, which nobody reads after READY (a full pipe would block the server): send it to
+        a temporary file that :class:`CheetahEngine` reads for the byte counts and empties after each run."""
+        fd, path = tempfile.mkstemp(prefix=f"fedshield-spu-{self.role}-", suffix=".log")
+        os.close(fd)
+        log = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(log, 1)
+        os.close(log)
+        if os.path.exists("/proc/self/fd/1"):  # Linux: no name left behind, even if the server is killed
+            os.unlink(path)
+            path = "/proc/self/fd/1"
+        else:
+            atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+        self.spu_log = path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fedshield.mpc.server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--role", required=True, choices=["A", "B"])
@@ -185,10 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", default=None, help="server A's host:port (role B only)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any message within a round")
     ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the connections at start")
+    ap.add_argument("--correlations", choices=["dealer", "cheetah"], default="dealer",
+                    help="dealer: the coordinator's trusted dealer; cheetah: computed by the two servers under SPU")
+    ap.add_argument("--spu-listen", default=None,
+                    help="host:port of this server's SPU link (cheetah only; default: --listen's host, a free port)")
     args = ap.parse_args(argv)
     if args.role == "B" and not args.peer:
         ap.error("--peer (server A's host:port) is required for role B")
-    return Server(args.role, args.listen, args.peer, args.timeout, args.wait).serve()
+    if args.spu_listen:
+        parse_address(args.spu_listen)
+    return Server(args.role, args.listen, args.peer, args.timeout, args.wait, args.correlations,
+                  args.spu_listen).serve()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ started elsewhere), keeps them across rounds, and stops them by PID on :meth:`cl
 any error. For one round it sends each server its public inputs and its shares (A: one seed per client, B: the
 other share), serves B's dealer requests from a thread, waits for both results with a timeout, and returns the
 revealed aggregate. An error names the server and the protocol step it was in.
+
+With ``correlations="cheetah"`` the coordinator plays no dealer: the servers run in SPU's virtualenv
+(:func:`.cheetah.spu_python`) and compute the correlations between themselves (:mod:`.cheetah`). The coordinator
+then sends A only A's correlation seed and B only B's (drawn from the round's seed, for reproducible runs; it
+never combines them, and with ``corr_seeds_from_os`` it sends none and each server draws its own).
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import FedshieldError
+from .cheetah import SPU_SETUP_COMMAND, spu_python
 from .client import encode_update, split_update
 from .dealer import Dealer
 from .flame_protocol import COEF_FRAC, FlameParams
 from .prg import SEED_BYTES
 from .transport import Channel, ChannelError, connect, parse_address
 
-__all__ = ["ServerPair", "PrivateFlameError", "RoundResult"]
+__all__ = ["ServerPair", "PrivateFlameError", "RoundResult", "REPO_ROOT"]
+
+# the checkout this package runs from (src/fedshield/mpc/session.py), where `make spu` puts .venv-spu
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 class PrivateFlameError(FedshieldError, RuntimeError):
@@ -44,6 +53,9 @@ class RoundResult:
     seconds: dict[str, float] = field(default_factory=dict)  # per step (server A's clock) plus "sharing"
     bytes_sent: dict[str, int] = field(default_factory=dict)  # per party
     exchanges: int = 0
+    # correlations="cheetah": per server (suffix _A, _B) the wall and CPU seconds spent in SPU, the bytes SPU's link
+    # sent and the number of SPU runs; spu_setup_seconds: the link and runtime set-up (first round only)
+    correlations: dict[str, float] = field(default_factory=dict)
 
 
 class ServerPair:
@@ -51,11 +63,15 @@ class ServerPair:
 
     ``addresses``: {"A": "host:port", "B": "host:port"}; with ``launch`` (default) the servers are started here
     listening on those addresses (port 0: a free port); otherwise they must already run there (B started with
-    ``--peer`` = A's address).
+    ``--peer`` = A's address). ``correlations``: ``"dealer"`` (this process is the trusted dealer) or
+    ``"cheetah"`` (no dealer; the servers compute the correlations under SPU's CHEETAH protocol).
     """
 
     def __init__(self, addresses: dict[str, str] | None = None, launch: bool = True, timeout: float = 300.0,
-                 startup_timeout: float = 60.0):
+                 startup_timeout: float = 60.0, correlations: str = "dealer"):
+        if correlations not in ("dealer", "cheetah"):
+            raise ValueError(f"correlations must be 'dealer' or 'cheetah', got {correlations!r}")
+        self.correlations = correlations
         self.addresses = dict(addresses or {"A": "127.0.0.1:0", "B": "127.0.0.1:0"})
         for role in ("A", "B"):
             if role not in self.addresses:
@@ -78,8 +94,17 @@ class ServerPair:
         return {r: p.pid for r, p in self.procs.items()}
 
     def _spawn(self, role: str, listen: str, peer: str | None) -> str:
-        cmd = [sys.executable, "-m", "fedshield.mpc.server", "--role", role, "--listen", listen,
-               "--timeout", str(self.timeout), "--wait", str(self.startup_timeout)]
+        python = sys.executable
+        if self.correlations == "cheetah":
+            python = spu_python(REPO_ROOT)
+            if not os.path.exists(python):
+                raise PrivateFlameError(
+                    f"server {role} did not start (step 'start'): correlations 'cheetah' runs the servers in "
+                    f"SecretFlow SPU's virtualenv, and {python} does not exist; create it with "
+                    f"`{SPU_SETUP_COMMAND}` in {REPO_ROOT} (or set FEDSHIELD_SPU_PYTHON)")
+        cmd = [python, "-m", "fedshield.mpc.server", "--role", role, "--listen", listen,
+               "--timeout", str(self.timeout), "--wait", str(self.startup_timeout),
+               "--correlations", self.correlations]
         if peer:
             cmd += ["--peer", peer]
         env = dict(os.environ)
@@ -122,7 +147,8 @@ class ServerPair:
                 addr_a, addr_b = self.addresses["A"], self.addresses["B"]
             for role, addr in (("A", addr_a), ("B", addr_b)):
                 self.ch[role] = self._connect(role, addr, {"as": "coordinator"})
-            self.dealer_ch = self._connect("B", addr_b, {"as": "dealer"})
+            if self.correlations == "dealer":
+                self.dealer_ch = self._connect("B", addr_b, {"as": "dealer"})
         except BaseException:
             self.close()
             raise
@@ -175,12 +201,14 @@ class ServerPair:
         seed: int,
         bad_share: tuple[int, np.ndarray] | None = None,
         noise_from_os: bool = False,
+        corr_seeds_from_os: bool = False,
     ) -> RoundResult:
         """One Private FLAME round. ``updates`` (n, d) float, trainable columns first; ``global_tr`` (d_tr,).
 
         ``seed`` makes every random draw of the round reproducible (client seeds, dealer seeds, noise seeds);
         with ``noise_from_os`` each server seeds its noise from its own OS entropy instead, so that nobody (not
-        even this coordinator) can recompute the noise, at the price of run-to-run reproducibility.
+        even this coordinator) can recompute the noise, at the price of run-to-run reproducibility. With
+        ``corr_seeds_from_os`` (cheetah only) each server draws its correlation seed from its OS entropy too.
         ``bad_share`` (client index, array) replaces one share sent to B (fault-injection for tests only).
         """
         self.start()
@@ -195,58 +223,78 @@ class ServerPair:
         encoded = [encode_update(updates[i], params.frac_bits, i, d_tr, model_tr) for i in range(n)]
 
         self._expects_mask = params.reveal_admitted
-        bytes_before = {"clients_to_A": self.ch["A"].bytes_sent, "clients_to_B": self.ch["B"].bytes_sent,
-                        "dealer_to_B": self.dealer_ch.bytes_sent}
-        dealer = Dealer(seed_a.tobytes(), seed_b.tobytes(), self.dealer_ch)
-        dealer_thread = dealer.start()
-        header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params), "noise_seed": None if noise_from_os else noise_seed}
+        cheetah = self.correlations == "cheetah"
+        channels = {"clients_to_A": self.ch["A"], "clients_to_B": self.ch["B"]}
+        if not cheetah:
+            channels["dealer_to_B"] = self.dealer_ch
+        bytes_before = {k: ch.bytes_sent for k, ch in channels.items()}
+        dealer = dealer_thread = None
+        if not cheetah:
+            dealer = Dealer(seed_a.tobytes(), seed_b.tobytes(), self.dealer_ch)
+            dealer_thread = dealer.start()
+        header = {"t": "round", "n": n, "d": d, "d_tr": d_tr, "params": asdict(params),
+                  "correlations": self.correlations, "noise_seed": None if noise_from_os else noise_seed,
+                  "corr_seed_from_os": cheetah and corr_seeds_from_os}
         last_step = {"A": "sharing", "B": "sharing"}
         t0 = time.time()
         try:
             for role in ("A", "B"):
                 self.ch[role].send(header)
                 self.ch[role].send({"t": "g"}, g)
-            self.ch["A"].send({"t": "dealer_seed"}, seed_a)
+            seed_msg = "corr_seed" if cheetah else "dealer_seed"  # cheetah: each server gets only its own seed
+            if not header["corr_seed_from_os"]:
+                self.ch["A"].send({"t": seed_msg}, seed_a)
             self.ch["A"].send({"t": "seeds"}, client_seeds)
-            self.ch["B"].send({"t": "dealer_seed"}, seed_b)
+            if not header["corr_seed_from_os"]:
+                self.ch["B"].send({"t": seed_msg}, seed_b)
             for i in range(n):
                 share = split_update(encoded[i], client_seeds[i].tobytes())
                 if bad_share is not None and bad_share[0] == i:
                     share = bad_share[1]
                 self.ch["B"].send({"t": "share"}, share)
         except ChannelError as exc:
-            self._fail(f"{exc} (step 'sharing')")
+            self._fail(self._reported_error() or f"{exc} (step 'sharing')")
         results = self._collect(last_step)
-        dealer_thread.join(timeout=self.timeout)
-        if dealer.error is not None:
-            self._fail(f"the dealer failed: {dealer.error}")
+        if dealer is not None:
+            dealer_thread.join(timeout=self.timeout)
+            if dealer.error is not None:
+                self._fail(f"the dealer failed: {dealer.error}")
         (stats_a, out_a, mask_a), (stats_b, out_b, _) = results["A"], results["B"]
         total = (out_a + out_b).view(np.int64).astype(np.float64) / float(2 ** (COEF_FRAC + params.frac_bits))
         seconds = _step_seconds(t0, stats_a["marks"], stats_b["marks"])
-        now = {"clients_to_A": self.ch["A"].bytes_sent, "clients_to_B": self.ch["B"].bytes_sent,
-               "dealer_to_B": self.dealer_ch.bytes_sent}
         sent = {"A_to_B": int(stats_a["peer_bytes"]), "B_to_A": int(stats_b["peer_bytes"]),
-                **{k: now[k] - bytes_before[k] for k in now}}
+                **{k: ch.bytes_sent - bytes_before[k] for k, ch in channels.items()}}
+        corr: dict[str, float] = {}
+        if cheetah:
+            for role, st in (("A", stats_a), ("B", stats_b)):
+                corr.update({f"{k}_{role}": float(st[k]) for k in ("spu_seconds", "spu_cpu_seconds", "spu_bytes",
+                                                                    "spu_runs")})
+            corr["spu_setup_seconds"] = max(float(stats_a["spu_setup_seconds"]), float(stats_b["spu_setup_seconds"]))
+            sent.update(spu_A_to_B=int(stats_a["spu_bytes"]), spu_B_to_A=int(stats_b["spu_bytes"]))
         mask = None if mask_a is None else mask_a.astype(bool)
-        return RoundResult(total, mask, seconds, sent, int(stats_a["exchanges"]))
+        return RoundResult(total, mask, seconds, sent, int(stats_a["exchanges"]), corr)
 
     def _collect(self, last_step: dict[str, str]) -> dict[str, tuple[dict, np.ndarray, np.ndarray | None]]:
         """Wait for both servers' results, following their step reports; fail on error, EOF or silence."""
         pending = {"A", "B"}
         results: dict[str, list] = {"A": [None, None, None], "B": [None, None, None]}
+        heard = {r: time.monotonic() for r in pending}  # a server silent for longer than the timeout has failed
         while pending:
             socks = {self.ch[r].sock: r for r in pending}
-            ready, _, _ = select.select(list(socks), [], [], self.timeout + 2.0)  # a server reports first
+            wait = min(heard[r] for r in pending) + self.timeout + 2.0 - time.monotonic()  # a server reports first
+            ready, _, _ = select.select(list(socks), [], [], max(wait, 0.0))
             if not ready:
-                names = ", ".join(f"server {r} (step {last_step[r]!r})" for r in sorted(pending))
+                silent = [r for r in sorted(pending) if time.monotonic() - heard[r] > self.timeout]
+                names = ", ".join(f"server {r} (step {last_step[r]!r})" for r in silent)
                 self._fail(f"no answer within {self.timeout} s from {names}")
             for sock in ready:
                 role = socks[sock]
+                heard[role] = time.monotonic()
                 try:
                     header, array = self.ch[role].recv()
                 except ChannelError as exc:
                     self._fail(self._explain(role, last_step, exc))
-                kind = header.get("t")
+                kind = header.get("t")  # "alive": a cheetah server's heartbeat during long SPU runs
                 if kind == "step":
                     last_step[role] = str(header.get("name"))
                 elif kind == "result":
@@ -257,6 +305,18 @@ class ServerPair:
                     results[role][2] = array
                     pending.discard(role)
         return {r: tuple(v) for r, v in results.items()}  # type: ignore[misc]
+
+    def _reported_error(self) -> str | None:
+        """After a failed send: the error a server reported before it exited (its last frame), if there is one."""
+        deadline = time.monotonic() + 2.0
+        for ch in self.ch.values():
+            try:
+                while time.monotonic() < deadline and select.select([ch.sock], [], [], 0.5)[0]:
+                    ch.recv()  # step reports, heartbeats; an "error" frame raises
+            except ChannelError as exc:
+                if "reported:" in str(exc):
+                    return str(exc).split("reported:", 1)[1].strip()
+        return None
 
     def _explain(self, role: str, last_step: dict[str, str], exc: ChannelError) -> str:
         msg = str(exc)
