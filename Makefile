@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.fedshield-installed
 # SecretFlow SPU (Private FLAME's dealer-free option, correlations: cheetah) pins numpy<2 and jax<=0.4.34 and needs
 # Python < 3.12, so it gets its own virtualenv; the servers run in it in that mode (fedshield.mpc needs only numpy
 # and cryptography there, from src/ on PYTHONPATH).
-PYTHON_SPU ?= python3.11
+# scripts/ensure-spu.sh picks python3.11/3.10/3.9 (or $PYTHON_SPU). `make test` builds it when it can and otherwise
+# warns: the dealer-free tests then skip, naming `make spu`.
 VENV_SPU   := .venv-spu
-STAMP_SPU  := $(VENV_SPU)/.fedshield-spu-installed
 
-.PHONY: setup spu data demo test bench clean
+.PHONY: setup spu spu-optional data demo test bench clean
 
 setup: $(STAMP)
 
@@ -23,13 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,flower,traffic]"
 	touch $(STAMP)
 
-spu: $(STAMP_SPU)
+spu:
+	@bash scripts/ensure-spu.sh
 
-$(STAMP_SPU):
-	$(PYTHON_SPU) -m venv $(VENV_SPU)
-	$(VENV_SPU)/bin/python -m pip install -q --disable-pip-version-check "spu==0.9.5" "numpy<2" "jax<=0.4.34" \
-		"jaxlib<=0.4.34" "cryptography>=41"
-	touch $(STAMP_SPU)
+spu-optional:
+	@bash scripts/ensure-spu.sh --optional
 
 data: setup
 	@bash scripts/ensure-data.sh $(PY)
@@ -37,7 +35,7 @@ data: setup
 demo: data
 	$(VENV)/bin/fedshield demo
 
-test: data spu
+test: data spu-optional
 	$(PY) -m pytest -q
 
 bench: data
