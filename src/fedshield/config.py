@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .attacks import available_attacks, validate_attack_params
+from .attacks import available_attacks, check_attack_domain, validate_attack_params
 from .core.errors import ConfigError
 from .core.numeric import is_int
 from .core.registry import Registry
@@ -306,6 +306,7 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
         a = self.attack
         if a.name != "none":
+            check_attack_domain(a.name, a.params, self.data.is_traffic)
             bad = [i for i in a.ids() if not 0 <= i < self.num_clients]
             if bad:
                 raise ValueError(f"attack.attacker_ids {bad} outside 0..{self.num_clients - 1}")

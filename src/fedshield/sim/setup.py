@@ -210,6 +210,12 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         )
         attack = build_attack(cfg.attack.name, cfg.attack.params, ctx)
         attackers = cfg.attack.ids() if cfg.attack.num_attackers > 0 else []
+        need = attack.min_clients(cfg.attack.num_attackers)
+        if cfg.attack.selection == "fixed" and need > cfg.clients_per_round:
+            raise ConfigError(
+                f"attack {cfg.attack.name!r} with attack.num_attackers={cfg.attack.num_attackers} fixed attackers "
+                f"needs at least {need} clients per round, but clients_per_round={cfg.clients_per_round}"
+            )
         owned = attack.owned_train_indices()
         if owned is not None and len(owned):
             # sub-population backdoors: only the attackers hold these images (benign clients lose them)
@@ -249,7 +255,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         extra={"input_shape": tuple(ds.train_x.shape[1:]), "domain": ds.kind},
         local_train=local_train_function(model_fn, cfg.device),  # FLTrust's server update
     )
-    build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains
+    defense = build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains
+    if defense.min_clients() > cfg.clients_per_round:
+        raise ConfigError(
+            f"defense {cfg.defense.name!r} with defense.params={dict(cfg.defense.params)} needs at least "
+            f"{defense.min_clients()} clients per round, but clients_per_round={cfg.clients_per_round}; raise "
+            "clients_per_round or change defense.params"
+        )
 
     benign = train_settings(cfg.train)
     attack_train = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign
