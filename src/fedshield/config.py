@@ -307,6 +307,11 @@ class ExperimentConfig(_Strict):
         a = self.attack
         if a.name != "none":
             check_attack_domain(a.name, a.params, self.data.is_traffic)
+            if a.num_attackers > 0 and a.start_round > self.rounds:
+                raise ValueError(
+                    f"attack.start_round={a.start_round} is after the last round (rounds={self.rounds}); the attack "
+                    "would never run (use attack.name: none for a run without attack)"
+                )
             bad = [i for i in a.ids() if not 0 <= i < self.num_clients]
             if bad:
                 raise ValueError(f"attack.attacker_ids {bad} outside 0..{self.num_clients - 1}")

@@ -166,7 +166,12 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
-        raise ConfigError(f"the partition left clients {empty[:10]} without samples; use fewer clients or a larger alpha")
+        more = ", a larger data.alpha" if cfg.data.partition == "dirichlet" else ""
+        raise ConfigError(
+            f"data.partition={cfg.data.partition!r} left {len(empty)} of {cfg.num_clients} clients without samples "
+            f"(clients {empty[:10]}{' ...' if len(empty) > 10 else ''}) from {len(client_pool)} training samples; "
+            f"use fewer num_clients{more} or more training samples (data.train_subset)"
+        )
 
     norm: dict[str, list[float]] = {}
     if ds.traffic is not None:
