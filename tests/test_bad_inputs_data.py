@@ -54,6 +54,15 @@ def test_non_square_dataset_fails_at_load_not_inside_torch(tmp_path):
         load_dataset("fashion_mnist", root=root, download=False)
 
 
+def test_training_and_test_images_of_different_sizes_name_both_files(tmp_path):
+    """Used to be a plain ValueError from the Dataset container that named neither file."""
+    root = _mnist_like(tmp_path / "fm")
+    write_idx(root / STEMS[2], np.zeros((4, 14, 14), np.uint8))
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte holds 28x28 images but .*t10k-images-idx3-ubyte "
+                                            r"holds 14x14 images"):
+        load_dataset("fashion_mnist", root=root, download=False)
+
+
 def test_idx_header_claiming_more_data_than_the_file_holds(tmp_path):
     path = tmp_path / "img"
     path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 28, 28) + b"\x00" * 100)

@@ -332,6 +332,12 @@ def _load_idx_folder(key: str, folder: Path) -> Dataset:
         if labels.numel() and int(labels.max()) > 9:
             raise DataFileError(f"{files[labels_stem]}: labels must lie in 0..9, found {int(labels.max())}")
         splits += [images.unsqueeze(1).to(torch.float32).div_(255.0), labels.to(torch.int64)]
+    train_hw, test_hw = tuple(splits[0].shape[2:]), tuple(splits[2].shape[2:])
+    if train_hw != test_hw:
+        raise DataFileError(
+            f"{files[_IDX_STEMS[0]]} holds {train_hw[0]}x{train_hw[1]} images but {files[_IDX_STEMS[2]]} holds "
+            f"{test_hw[0]}x{test_hw[1]} images; the training and test files must come from one dataset"
+        )
     return Dataset(key, *splits, num_classes=10)
 
 
