@@ -104,3 +104,10 @@ def test_a_partition_with_empty_clients_names_the_partition_and_the_fix(capsys, 
     err = _refused_before_training(capsys, tmp_path, sets, *fragments)
     if "iid" in fragments[0]:
         assert "alpha" not in err
+
+
+def test_a_test_subset_without_backdoor_samples_names_the_key(capsys, tmp_path):
+    """eval.test_subset=1 (a target-class image) used to end in "the backdoor test set must be non-empty"."""
+    _refused_before_training(capsys, tmp_path, ["attack.name=pixel", "attack.num_attackers=1", "eval.test_subset=1"],
+                             "eval.test_subset=1 leaves no test sample for the backdoor test set",
+                             "attack.target_label=2")

@@ -37,6 +37,7 @@ __all__ = [
     "config_from_dict",
     "dump_config",
     "read_yaml",
+    "load_yaml_text",
     "read_yaml_mapping",
     "non_finite_keys",
     "quick_limits",
@@ -397,6 +398,22 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-5`` and ``1E+30`` as numbers (YAML 1.2, JSON and Python do; PyYAML's
+    YAML 1.1 rules want a dot, ``1.0e-5``, and made ``1e-5`` a string that a parameter check then refused as
+    "not a number")."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text with :class:`_YamlLoader` (every config file, grid file and ``--set`` value)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: str | Path, what: str = "config") -> Any:
     """Parse a YAML file; :class:`ConfigError` naming the file (and the line for syntax errors) when it is
     missing, a folder, not text, unreadable or not valid YAML."""
@@ -412,7 +429,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML at {_yaml_problem(exc)}") from None
 
@@ -429,7 +446,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
 
 def _parse_value(key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml_text(text) if text != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"{key}={text}: the value is not valid YAML ({_yaml_problem(exc)})") from None
 

@@ -236,6 +236,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
         test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
     backdoor_set = attack.backdoor_test_set(test_x, test_y) if attack is not None else None
+    if backdoor_set is not None and len(backdoor_set[1]) == 0:
+        subset = f"eval.test_subset={cfg.eval.test_subset} leaves" if cfg.eval.test_subset is not None else "there is"
+        raise ConfigError(
+            f"attack {cfg.attack.name!r}: {subset} no test sample for the backdoor test set (samples whose label is "
+            f"not attack.target_label={cfg.attack.target_label}, or the attack's sub-population), so BA cannot be "
+            "measured; use a larger eval.test_subset"
+        )
     calibration_x = None
     if cfg.model == "autoencoder":
         benign_held = server_idx[labels[server_idx] == 0]
