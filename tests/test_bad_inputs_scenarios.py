@@ -111,3 +111,13 @@ def test_a_test_subset_without_backdoor_samples_names_the_key(capsys, tmp_path):
     _refused_before_training(capsys, tmp_path, ["attack.name=pixel", "attack.num_attackers=1", "eval.test_subset=1"],
                              "eval.test_subset=1 leaves no test sample for the backdoor test set",
                              "attack.target_label=2")
+
+
+def test_round_size_checks_run_at_config_time_so_a_sweep_refuses_the_grid_point_before_any_run():
+    with pytest.raises(ConfigError, match=r"defense 'bulyan' with defense.params=\{'f': 0\} needs at least 3 clients"):
+        config_from_dict({**TINY, "clients_per_round": 2, "defense": {"name": "bulyan", "params": {"f": 0}}})
+    with pytest.raises(ConfigError, match="attack 'fang_krum' with attack.num_attackers=1 fixed attackers needs at least 5"):
+        config_from_dict({**TINY, "attack": {"name": "fang_krum", "num_attackers": 1}})
+    # sampled attackers: checked per round; a defense that needs the experiment (FLTrust) is checked at set-up
+    config_from_dict({**TINY, "attack": {"name": "fang_krum", "num_attackers": 1, "selection": "sampled"}})
+    config_from_dict({**TINY, "data": {"dataset": "synthetic", "server_holdout": 20}, "defense": {"name": "fltrust"}})

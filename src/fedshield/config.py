@@ -20,12 +20,12 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .attacks import available_attacks, check_attack_domain, validate_attack_params
+from .attacks import available_attacks, check_attack_domain, get_attack_class, validate_attack_params
 from .core.errors import ConfigError
 from .core.numeric import is_int
 from .core.registry import Registry
 from .data import DATASETS, PARTITIONS, TRAFFIC_DATASETS
-from .defenses import get_defense_class, validate_defense, validate_post_training
+from .defenses import defense_min_clients, get_defense_class, validate_defense, validate_post_training
 from .models import MODELS, TRAFFIC_MODELS
 
 __all__ = [
@@ -305,6 +305,13 @@ class ExperimentConfig(_Strict):
             )
         if self.clients_per_round > self.num_clients:
             raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
+        need = defense_min_clients(self.defense.name, self.defense.params)
+        if need > self.clients_per_round:
+            raise ValueError(
+                f"defense {self.defense.name!r} with defense.params={dict(self.defense.params)} needs at least {need} "
+                f"clients per round, but clients_per_round={self.clients_per_round}; raise clients_per_round or change "
+                "defense.params"
+            )
         a = self.attack
         if a.name != "none":
             check_attack_domain(a.name, a.params, self.data.is_traffic)
@@ -320,6 +327,12 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"attack.num_attackers={a.num_attackers} fixed attackers cannot all join "
                     f"clients_per_round={self.clients_per_round}"
+                )
+            need = get_attack_class(a.name).min_clients(a.num_attackers)
+            if a.selection == "fixed" and need > self.clients_per_round:
+                raise ValueError(
+                    f"attack {a.name!r} with attack.num_attackers={a.num_attackers} fixed attackers needs at least "
+                    f"{need} clients per round, but clients_per_round={self.clients_per_round}"
                 )
         return self
 

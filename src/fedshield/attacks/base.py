@@ -194,7 +194,8 @@ class Attack(_Declared):
     omniscient: ClassVar[bool] = False  # crafts its updates from the round's benign updates (no training)
     needs_previous_global: ClassVar[bool] = False
 
-    def min_clients(self, num_attackers: int) -> int:
+    @classmethod
+    def min_clients(cls, num_attackers: int) -> int:
         """The fewest clients a round with ``num_attackers`` attackers may have (the simulator refuses a smaller
         ``clients_per_round`` with fixed attackers before training)."""
         return 1

@@ -279,7 +279,8 @@ class FangKrum(Attack):
     params_spec = {"eps": number(0, default=0.01), "lambda_min": number(0, lo_open=True, default=1e-5)}
     omniscient = True
 
-    def min_clients(self, num_attackers: int) -> int:
+    @classmethod
+    def min_clients(cls, num_attackers: int) -> int:
         """Krum's assumption with the attackers as its f: 2c + 2 < m clients in the round."""
         return 2 * num_attackers + 3
 
