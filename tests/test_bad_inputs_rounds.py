@@ -11,7 +11,7 @@ import torch
 
 from fedshield.core.errors import FedshieldError, RoundInputError
 from fedshield.defenses import DefenseContext, RoundInput, available_defenses, build_defense
-from fedshield.models import ParamLayout, build_model
+from fedshield.models import LayoutEntry, ParamLayout, build_model
 from fedshield.sim.train import local_train_function
 from roundinput import flat_layout, make_input
 
@@ -51,6 +51,16 @@ def test_integer_updates_are_refused(name, model_ctx):
     u = torch.ones(8, layout.dim, dtype=torch.int64)
     with pytest.raises(RoundInputError, match="floating point.*int64"):
         build_defense(name, {}, ctx).aggregate(_input(layout, u, torch.zeros(layout.dim, dtype=torch.int64)))
+
+
+@pytest.mark.parametrize("name", ["flame", "krum", "fedavg"])
+def test_a_layout_without_trainable_coordinates_is_refused(name):
+    """FLAME's BLAS call printed "SSYRK parameter number 7 had an illegal value" and Krum picked on buffers."""
+    layout = ParamLayout((LayoutEntry("bn.running_mean", (5,), 0, 5, "buffer"),))
+    inp = RoundInput(torch.zeros(5), torch.randn(9, 5), layout, 1, list(range(9)), torch.ones(9),
+                     torch.Generator().manual_seed(0))
+    with pytest.raises(RoundInputError, match="no trainable coordinates"):
+        build_defense(name, {}).aggregate(inp)
 
 
 def test_float64_round_gives_the_exact_float64_answer():

@@ -110,6 +110,8 @@ def check_round_input(inp: RoundInput) -> None:
         raise RoundInputError(f"global_params has shape {tuple(inp.global_params.shape)}, updates have d={d}")
     if d != inp.layout.dim:
         raise RoundInputError(f"updates have d={d} but the parameter layout has {inp.layout.dim} entries")
+    if all(e.kind == "buffer" for e in inp.layout.entries):
+        raise RoundInputError("the parameter layout has no trainable coordinates (only buffers); nothing to defend")
     if len(inp.client_ids) != n:
         raise RoundInputError(f"{len(inp.client_ids)} client ids for {n} updates")
     if inp.num_samples.shape != (n,):
