@@ -96,7 +96,7 @@ def test_min_clients_is_the_smallest_round_the_defense_aggregates(name, params, 
     ok = defense.aggregate(make_input(torch.randn(need, 3, generator=torch.Generator().manual_seed(need))))
     assert bool(torch.isfinite(ok.global_params).all())
     if need > 1:
-        with pytest.raises(RoundInputError, match=f"needs at least {need} clients in a round, but round 1 has {need - 1}"):
+        with pytest.raises(RoundInputError, match=f"needs at least {need} clients in a round, but round 1 has n={need - 1}"):
             defense.aggregate(make_input(torch.randn(need - 1, 3)))
 
 
@@ -140,3 +140,11 @@ def test_a_single_client_round_admits_that_client_and_applies_its_update(name):
     agg = build_defense(name, params).aggregate(make_input(u, g=[1.0, 2.0, 3.0]))
     assert agg.accepted.tolist() == [True]
     assert torch.equal(agg.global_params, torch.tensor([1.5, 1.75, 4.0]))
+
+
+def test_auror_layer_missing_from_the_rounds_layout_is_a_parameter_error():
+    from fedshield.core.errors import ParameterError
+    with pytest.raises(ParameterError, match=r"layer='x' is invalid; allowed: a trainable tensor of the model, one of \['w'\]"):
+        build_defense("auror", {"layer": "x"}).aggregate(make_input(torch.randn(6, 3)))
+    agg = build_defense("auror", {"layer": "w"}).aggregate(make_input(torch.ones(6, 3)))
+    assert torch.equal(agg.global_params, torch.ones(3))

@@ -121,3 +121,9 @@ def test_round_size_checks_run_at_config_time_so_a_sweep_refuses_the_grid_point_
     # sampled attackers: checked per round; a defense that needs the experiment (FLTrust) is checked at set-up
     config_from_dict({**TINY, "attack": {"name": "fang_krum", "num_attackers": 1, "selection": "sampled"}})
     config_from_dict({**TINY, "data": {"dataset": "synthetic", "server_holdout": 20}, "defense": {"name": "fltrust"}})
+
+
+def test_auror_layer_that_is_not_a_tensor_of_the_model_is_refused_before_training(capsys, tmp_path):
+    """Used to be a raw KeyError traceback from the parameter layout after round 1 had trained."""
+    _refused_before_training(capsys, tmp_path, ["defense.name=auror", "defense.params={layer: fc9.weight}"],
+                             "defense 'auror'", "layer='fc9.weight' is invalid", "conv1.weight")

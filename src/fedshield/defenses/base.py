@@ -211,7 +211,11 @@ class Defense(ABC):
         """Build from config parameters (keys checked against the spec first, so a ``TypeError`` here is a bug,
         never a user's typo); defenses with ``context_args`` override :meth:`context_values`."""
         validate_params(f"defense {cls.name!r}", cls.params_spec(), params)
-        return cls(**dict(params), **cls.context_values(context))
+        try:
+            return cls(**dict(params), **cls.context_values(context))
+        except ParameterError as exc:
+            prefix = f"defense {cls.name!r}: "
+            raise ParameterError(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
 
     @classmethod
     def context_values(cls, context: DefenseContext) -> dict[str, Any]:
@@ -229,7 +233,7 @@ class Defense(ABC):
         if inp.n < need:
             raise RoundInputError(
                 f"{self.name or type(self).__name__} with {self!r} needs at least {need} clients in a round, but "
-                f"round {inp.round} has {inp.n}"
+                f"round {inp.round} has n={inp.n}"
             )
         return refuse_non_finite(inp, self._aggregate(inp), self.name or type(self).__name__)
 
