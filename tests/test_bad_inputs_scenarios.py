@@ -127,3 +127,18 @@ def test_auror_layer_that_is_not_a_tensor_of_the_model_is_refused_before_trainin
     """Used to be a raw KeyError traceback from the parameter layout after round 1 had trained."""
     _refused_before_training(capsys, tmp_path, ["defense.name=auror", "defense.params={layer: fc9.weight}"],
                              "defense 'auror'", "layer='fc9.weight' is invalid", "conv1.weight")
+
+
+def test_fang_krum_ignores_a_non_finite_benign_update_instead_of_looping_forever():
+    """A diverging benign client (NaN in its update) made λ_max NaN and the halving loop never ended; the server
+    drops that update, so the attack is crafted as if it were absent."""
+    import torch
+    from fedshield.attacks.fang import craft_fang_krum
+
+    benign = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    clean, lam, chosen = craft_fang_krum(torch.cat([benign[:2], benign[3:]]), [5, 6], torch.Generator().manual_seed(1))
+    benign[2, 3] = float("nan")
+    got, lam2, chosen2 = craft_fang_krum(benign, [6, 7], torch.Generator().manual_seed(1))
+    assert (lam2, chosen2) == (lam, chosen) and all(torch.equal(a, b) for a, b in zip(got, clean))
+    with pytest.raises(ValueError, match="every benign update of this round is non-finite"):
+        craft_fang_krum(torch.full((3, 4), float("inf")), [3], torch.Generator().manual_seed(1))
