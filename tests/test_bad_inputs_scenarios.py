@@ -142,3 +142,19 @@ def test_fang_krum_ignores_a_non_finite_benign_update_instead_of_looping_forever
     assert (lam2, chosen2) == (lam, chosen) and all(torch.equal(a, b) for a, b in zip(got, clean))
     with pytest.raises(ValueError, match="every benign update of this round is non-finite"):
         craft_fang_krum(torch.full((3, 4), float("inf")), [3], torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("pixels, fragment", [
+    ("[]", "trigger.pixels is empty"), ("[[-1, 0]]", "trigger.pixels [(-1, 0)] are negative"),
+])
+def test_impossible_trigger_pixels_are_refused_at_config_time(pixels, fragment):
+    """Used to be "a trigger needs at least one pixel" (naming no key) or a run-time error."""
+    with pytest.raises(ConfigError, match=r"attack.trigger: " + fragment.replace("[", r"\[").replace("(", r"\(")
+                       .replace(")", r"\)").replace("]", r"\]")):
+        config_from_dict({**TINY, "attack": {"name": "pixel", "num_attackers": 1, "trigger": {"pixels": eval(pixels)}}})
+
+
+def test_a_trigger_pixel_outside_the_image_names_the_key_before_training(capsys, tmp_path):
+    _refused_before_training(capsys, tmp_path, ["attack.name=pixel", "attack.num_attackers=1",
+                                                "attack.trigger.pixels=[[27, 27], [28, 3]]"],
+                             "attack.trigger.pixels: trigger pixel (28, 3) lies outside a 28×28 image")

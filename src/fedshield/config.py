@@ -143,6 +143,12 @@ class TriggerConfig(_Strict):
     def _one_source(self) -> "TriggerConfig":
         if (self.pattern is None) == (self.pixels is None):
             raise ValueError("give exactly one of trigger.pattern and trigger.pixels")
+        if self.pixels is not None:
+            if not self.pixels:
+                raise ValueError("trigger.pixels is empty; give at least one [row, column]")
+            negative = [p for p in self.pixels if min(p) < 0]
+            if negative:
+                raise ValueError(f"trigger.pixels {negative[:5]} are negative; pixels are [row, column], 0-based")
         return self
 
 

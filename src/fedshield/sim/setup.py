@@ -195,6 +195,12 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     trigger = global_trigger(cfg) if cfg.attack.name != "none" else None
     if trigger is not None and cfg.attack.target_label >= ds.num_classes:
         raise ConfigError(f"attack.target_label={cfg.attack.target_label} but the dataset has {ds.num_classes} classes")
+    if trigger is not None and ds.traffic is None:
+        key = "attack.trigger.pattern" if cfg.attack.trigger.pattern is not None else "attack.trigger.pixels"
+        try:
+            trigger.mask(ds.image_size, ds.image_size)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc} (pixels are [row, column], 0-based)") from None
     attack: Optional[Attack] = None
     attackers: list[int] = []
     if cfg.attack.name != "none":
