@@ -5,6 +5,7 @@ given through the API; YAML problems name the file and line."""
 from __future__ import annotations
 
 import inspect
+import re
 import math
 from functools import partial
 
@@ -166,3 +167,24 @@ def test_exponent_notation_without_a_dot_is_a_number(tmp_path):
 def test_an_exponent_that_overflows_is_refused_as_non_finite():
     with pytest.raises(ConfigError, match=r"defense.params.lam: NaN/Inf is not allowed"):
         config_from_dict(apply_overrides({**TINY, "defense": {"name": "flame"}}, ["defense.params.lam=1e400"]))
+
+
+@pytest.mark.parametrize("section, key, value", [
+    (None, "rounds", True), ("train", "batch_size", True), ("train", "lr", False), ("eval", "every", True),
+    ("attack", "num_attackers", True), ("train", "milestones", [True]),
+])
+def test_a_boolean_where_a_number_belongs_is_refused(section, key, value):
+    """``rounds: on`` (YAML 1.1 reads on/yes/true as a boolean) used to run one round: pydantic read True as 1."""
+    data = {**TINY, "attack": {"name": "pixel", "num_attackers": 1}}
+    if section is None:
+        data[key] = value
+    else:
+        data[section] = {**data.get(section, {}), key: value}
+    with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} holds a boolean")):
+        config_from_dict(data)
+
+
+def test_yaml_on_for_a_number_via_set_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"rounds=True holds a boolean"):
+        load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=on"])
+    assert load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=3"]).rounds == 3

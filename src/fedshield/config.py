@@ -15,7 +15,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,8 +54,33 @@ def Registered(registry: Registry) -> Any:  # noqa: N802 - used as a type
     return Annotated[str, AfterValidator(check)]
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _takes_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_takes_number(a) for a in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """A number key given ``true``/``false`` (YAML 1.1 also reads ``yes``, ``no``, ``on``, ``off`` so) is
+        refused; pydantic would silently read it as 1 or 0 (``rounds: on`` ran one round)."""
+        if isinstance(data, dict):
+            for key, field in cls.model_fields.items():
+                if key in data and _has_bool(data[key]) and _takes_number(field.annotation) \
+                        and not _takes_bool(field.annotation):
+                    raise ValueError(f"{key}={data[key]!r} holds a boolean (YAML reads true/false/yes/no/on/off so); "
+                                     "give a number")
+        return data
 
 
 class SyntheticTrafficConfig(_Strict):
