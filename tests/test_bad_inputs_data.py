@@ -84,6 +84,16 @@ def test_explicit_root_that_does_not_exist_never_falls_back(tmp_path):
     assert str(tmp_path / "typo") in msg and "does not exist" in msg and "apt-get install" in msg
 
 
+def test_explicit_root_that_is_a_file_says_so_and_names_the_install_command(tmp_path):
+    """A file given as data.root used to be described as "does not exist"; the download hint used to say
+    "allow download=True", which is no command one can type."""
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(DataNotFoundError, match=r"f\.txt \(is a file, not a folder\).*apt-get install dataset-fashion-mnist"
+                                                r".*python -c \"from fedshield.data import load_dataset; "
+                                                r"load_dataset\('fashion_mnist', download=True\)\""):
+        load_dataset("fashion_mnist", root=tmp_path / "f.txt", download=False)
+
+
 def test_explicit_root_with_an_incomplete_copy(tmp_path):
     root = _mnist_like(tmp_path / "fm")
     (root / STEMS[3]).unlink()
