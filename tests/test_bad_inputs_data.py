@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedshield.data.datasets as dsmod
-from fedshield.config import config_from_dict
+from fedshield.config import ConfigError, config_from_dict
 from fedshield.data import DataFileError, DataNotFoundError, load_dataset, read_cifar_batch, read_idx_images, write_idx
 from fedshield.sim.setup import build_setup
 
@@ -137,3 +137,13 @@ def test_cifar_batch_of_random_bytes(tmp_path):
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     with pytest.raises(DataFileError, match="data_batch_1"):
         read_cifar_batch(path)
+
+
+def test_constant_training_images_name_data_normalize(tmp_path):
+    """All-zero images (a damaged or placeholder copy) used to fail inside the model: "input std must be positive"."""
+    root = _mnist_like(tmp_path / "fm")
+    cfg = config_from_dict({"model": "small_cnn", "num_clients": 2, "clients_per_round": 2,
+                            "data": {"dataset": "fashion_mnist", "root": str(root)}})
+    with pytest.raises(ConfigError, match=r"data.normalize=standard: channel\(s\) \[0\] of the fashion_mnist training "
+                                          r"images are constant.*data.normalize: none"):
+        build_setup(cfg)

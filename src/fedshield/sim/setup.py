@@ -183,6 +183,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
             "input_mean": [round(v, 6) for v in x64.mean(dim=(0, 2, 3)).tolist()],
             "input_std": [round(v, 6) for v in x64.std(dim=(0, 2, 3)).tolist()],
         }
+        flat = [c for c, v in enumerate(norm["input_std"]) if not v > 0]
+        if flat:
+            raise ConfigError(
+                f"data.normalize=standard: channel(s) {flat} of the {cfg.data.dataset} training images are constant "
+                "(standard deviation 0), so they cannot be standardised; check the data files, or set "
+                "data.normalize: none"
+            )
     if ds.traffic is not None:
         model_fn = partial(build_model, cfg.model, num_classes=ds.num_classes, num_features=ds.num_features)
     else:
