@@ -158,3 +158,10 @@ def test_a_trigger_pixel_outside_the_image_names_the_key_before_training(capsys,
     _refused_before_training(capsys, tmp_path, ["attack.name=pixel", "attack.num_attackers=1",
                                                 "attack.trigger.pixels=[[27, 27], [28, 3]]"],
                              "attack.trigger.pixels: trigger pixel (28, 3) lies outside a 28×28 image")
+
+
+def test_flain_on_the_autoencoder_is_refused_at_config_time():
+    """Used to train every round, then crash with a raw RuntimeError ("threshold is not calibrated") in FLAIN."""
+    with pytest.raises(ConfigError, match="post_training 'flain' repairs a classifier.*model 'autoencoder'"):
+        config_from_dict({**TRAFFIC, "model": "autoencoder", "data": {**TRAFFIC["data"], "server_holdout": 200},
+                          "post_training": {"name": "flain", "aux_per_class": 10}})
