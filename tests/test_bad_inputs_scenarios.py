@@ -165,3 +165,10 @@ def test_flain_on_the_autoencoder_is_refused_at_config_time():
     with pytest.raises(ConfigError, match="post_training 'flain' repairs a classifier.*model 'autoencoder'"):
         config_from_dict({**TRAFFIC, "model": "autoencoder", "data": {**TRAFFIC["data"], "server_holdout": 200},
                           "post_training": {"name": "flain", "aux_per_class": 10}})
+
+
+def test_deepsight_on_the_autoencoder_is_refused_at_config_time():
+    """Used to be refused with a misleading "input_shape=(22,) is invalid for this model" message."""
+    with pytest.raises(ConfigError, match="defense 'deepsight' reads the model's class outputs; model 'autoencoder'"):
+        config_from_dict({**TRAFFIC, "model": "autoencoder", "data": {**TRAFFIC["data"], "server_holdout": 100},
+                          "defense": {"name": "deepsight"}})

@@ -327,6 +327,11 @@ class ExperimentConfig(_Strict):
     def _consistency(self) -> "ExperimentConfig":
         if "server_data" in get_defense_class(self.defense.name).context_args and self.data.server_holdout == 0:
             raise ValueError(f"defense {self.defense.name!r} needs the server's own data: set data.server_holdout > 0")
+        if self.model == "autoencoder" and get_defense_class(self.defense.name).needs_classifier:
+            raise ValueError(
+                f"defense {self.defense.name!r} reads the model's class outputs; model 'autoencoder' is an anomaly "
+                "detector with a threshold, not a classifier (use model mlp or another defense)"
+            )
         if self.post_training is not None and self.model == "autoencoder":
             raise ValueError(
                 f"post_training {self.post_training.name!r} repairs a classifier by its accuracy on auxiliary data; "

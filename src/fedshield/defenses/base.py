@@ -177,6 +177,9 @@ class Defense(ABC):
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     context_args: ClassVar[tuple[str, ...]] = ()
+    # True for defenses that read the model's class outputs (DeepSight's DDifs): refused with a model that is
+    # no classifier (the traffic autoencoder)
+    needs_classifier: ClassVar[bool] = False
 
     @classmethod
     def params_spec(cls) -> dict[str, Param]:
