@@ -154,3 +154,17 @@ def test_checkpoints_hold_only_plain_data_and_resume_exactly(tmp_path, finished)
     a = torch.load(part / "final_model.pt", weights_only=True)["global_params"]
     b = torch.load(finished / "final_model.pt", weights_only=True)["global_params"]
     assert torch.equal(a, b)
+
+
+def test_resume_with_a_different_config_names_the_keys_that_differ(tmp_path, capsys, finished):
+    """An interrupted run resumed with other settings is refused, naming each changed key (it used to say only
+    "a different config")."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes((finished / "checkpoint.pt").read_bytes())
+    cfg = tiny_config(tmp_path, rounds=2, defense={"name": "foolsgold"})
+    err = assert_clear_error(capsys, ["run", str(cfg), "--out", str(out), "--resume", "--quiet", "--set", "train.lr=0.1",
+                                      "--set", "seed=3"],
+                             "different config", "seed: 0 -> 3", "train.lr: 0.05 -> 0.1", "refusing to resume")
+    assert "name:" not in err  # only the keys that differ
+    assert not (out / "summary.json").exists()

@@ -336,7 +336,7 @@ def test_a_good_tiny_run_still_exits_0(tmp_path, capsys):
         (["defense.name=nope"], "unknown defense 'nope'"),
         (["defense.params={bogus: 1}"], "bogus"),
         (["defense.name=flame", "defense.params={lam: abc}"], "lam='abc' is invalid"),
-        (["defense.name=krum", "defense.params={f: 5}"], "f=5 needs 2f + 2 < n"),
+        (["defense.name=krum", "defense.params={f: 5}"], "needs at least 13 clients per round, but clients_per_round=3"),
         (["post_training=flain"], "post_training 'flain' needs an auxiliary set: set data.server_holdout > 0"),
     ],
     ids=["trigger-pixel", "attacker-id", "source-class", "defense-name", "defense-param", "param-type",

@@ -5,6 +5,7 @@ given through the API; YAML problems name the file and line."""
 from __future__ import annotations
 
 import inspect
+import re
 import math
 from functools import partial
 
@@ -147,3 +148,43 @@ def test_yaml_duplicate_key_the_value_that_wins_is_validated(tmp_path):
     cfg.write_text(cfg.read_text() + "rounds: .inf\n")
     with pytest.raises(ConfigError, match="rounds"):
         load_config(cfg)
+
+
+def test_exponent_notation_without_a_dot_is_a_number(tmp_path):
+    """``lam: 1e-3`` (YAML 1.1 would read the string "1e-3") used to be refused as "lam='1e-3' is invalid" in
+    free-form params; typed keys were coerced by the schema. In files, ``--set`` values and grid files alike."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: small_cnn\ndata: {dataset: synthetic}\ndefense: {name: flame, params: {lam: 1e-3}}\n"
+                    "attack: {name: fang_krum, num_attackers: 1, params: {lambda_min: 2E-6}}\ntrain: {lr: 5e-2}\n")
+    cfg = load_config(path, ["defense.params.lam=2e-3", "attack.params.eps=1e-2"])
+    assert cfg.defense.params["lam"] == 0.002 and isinstance(cfg.defense.params["lam"], float)
+    assert cfg.attack.params == {"lambda_min": 2e-6, "eps": 0.01}
+    assert cfg.train.lr == 0.05
+    (tmp_path / "w.yaml").write_text("a: 1e5\nb: '1e5'\nc: 12\nd: 1e\n")
+    assert read_yaml(tmp_path / "w.yaml") == {"a": 1e5, "b": "1e5", "c": 12, "d": "1e"}
+
+
+def test_an_exponent_that_overflows_is_refused_as_non_finite():
+    with pytest.raises(ConfigError, match=r"defense.params.lam: NaN/Inf is not allowed"):
+        config_from_dict(apply_overrides({**TINY, "defense": {"name": "flame"}}, ["defense.params.lam=1e400"]))
+
+
+@pytest.mark.parametrize("section, key, value", [
+    (None, "rounds", True), ("train", "batch_size", True), ("train", "lr", False), ("eval", "every", True),
+    ("attack", "num_attackers", True), ("train", "milestones", [True]),
+])
+def test_a_boolean_where_a_number_belongs_is_refused(section, key, value):
+    """``rounds: on`` (YAML 1.1 reads on/yes/true as a boolean) used to run one round: pydantic read True as 1."""
+    data = {**TINY, "attack": {"name": "pixel", "num_attackers": 1}}
+    if section is None:
+        data[key] = value
+    else:
+        data[section] = {**data.get(section, {}), key: value}
+    with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} holds a boolean")):
+        config_from_dict(data)
+
+
+def test_yaml_on_for_a_number_via_set_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"rounds=True holds a boolean"):
+        load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=on"])
+    assert load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=3"]).rounds == 3

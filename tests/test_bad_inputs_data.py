@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedshield.data.datasets as dsmod
-from fedshield.config import config_from_dict
+from fedshield.config import ConfigError, config_from_dict
 from fedshield.data import DataFileError, DataNotFoundError, load_dataset, read_cifar_batch, read_idx_images, write_idx
 from fedshield.sim.setup import build_setup
 
@@ -54,6 +54,15 @@ def test_non_square_dataset_fails_at_load_not_inside_torch(tmp_path):
         load_dataset("fashion_mnist", root=root, download=False)
 
 
+def test_training_and_test_images_of_different_sizes_name_both_files(tmp_path):
+    """Used to be a plain ValueError from the Dataset container that named neither file."""
+    root = _mnist_like(tmp_path / "fm")
+    write_idx(root / STEMS[2], np.zeros((4, 14, 14), np.uint8))
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte holds 28x28 images but .*t10k-images-idx3-ubyte "
+                                            r"holds 14x14 images"):
+        load_dataset("fashion_mnist", root=root, download=False)
+
+
 def test_idx_header_claiming_more_data_than_the_file_holds(tmp_path):
     path = tmp_path / "img"
     path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 28, 28) + b"\x00" * 100)
@@ -73,6 +82,16 @@ def test_explicit_root_that_does_not_exist_never_falls_back(tmp_path):
         load_dataset("fashion_mnist", root=tmp_path / "typo", download=False)
     msg = str(err.value)
     assert str(tmp_path / "typo") in msg and "does not exist" in msg and "apt-get install" in msg
+
+
+def test_explicit_root_that_is_a_file_says_so_and_names_the_install_command(tmp_path):
+    """A file given as data.root used to be described as "does not exist"; the download hint used to say
+    "allow download=True", which is no command one can type."""
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(DataNotFoundError, match=r"f\.txt \(is a file, not a folder\).*apt-get install dataset-fashion-mnist"
+                                                r".*python -c \"from fedshield.data import load_dataset; "
+                                                r"load_dataset\('fashion_mnist', download=True\)\""):
+        load_dataset("fashion_mnist", root=tmp_path / "f.txt", download=False)
 
 
 def test_explicit_root_with_an_incomplete_copy(tmp_path):
@@ -118,3 +137,13 @@ def test_cifar_batch_of_random_bytes(tmp_path):
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     with pytest.raises(DataFileError, match="data_batch_1"):
         read_cifar_batch(path)
+
+
+def test_constant_training_images_name_data_normalize(tmp_path):
+    """All-zero images (a damaged or placeholder copy) used to fail inside the model: "input std must be positive"."""
+    root = _mnist_like(tmp_path / "fm")
+    cfg = config_from_dict({"model": "small_cnn", "num_clients": 2, "clients_per_round": 2,
+                            "data": {"dataset": "fashion_mnist", "root": str(root)}})
+    with pytest.raises(ConfigError, match=r"data.normalize=standard: channel\(s\) \[0\] of the fashion_mnist training "
+                                          r"images are constant.*data.normalize: none"):
+        build_setup(cfg)

@@ -109,6 +109,6 @@ def test_client_selection():
 
 
 def test_finished_run_is_not_overwritten(tmp_path):
-    run_experiment(_cfg(rounds=1), tmp_path / "r", progress=False)
+    run_experiment(_cfg(rounds=1, attack={"name": "none"}), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="finished run"):
-        run_experiment(_cfg(rounds=1), tmp_path / "r", progress=False)
+        run_experiment(_cfg(rounds=1, attack={"name": "none"}), tmp_path / "r", progress=False)

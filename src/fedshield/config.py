@@ -15,17 +15,17 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .attacks import available_attacks, validate_attack_params
+from .attacks import available_attacks, check_attack_domain, get_attack_class, validate_attack_params
 from .core.errors import ConfigError
 from .core.numeric import is_int
 from .core.registry import Registry
 from .data import DATASETS, PARTITIONS, TRAFFIC_DATASETS
-from .defenses import get_defense_class, validate_defense, validate_post_training
+from .defenses import defense_min_clients, get_defense_class, validate_defense, validate_post_training
 from .models import MODELS, TRAFFIC_MODELS
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "config_from_dict",
     "dump_config",
     "read_yaml",
+    "load_yaml_text",
     "read_yaml_mapping",
     "non_finite_keys",
     "quick_limits",
@@ -53,8 +54,33 @@ def Registered(registry: Registry) -> Any:  # noqa: N802 - used as a type
     return Annotated[str, AfterValidator(check)]
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _takes_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_takes_number(a) for a in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """A number key given ``true``/``false`` (YAML 1.1 also reads ``yes``, ``no``, ``on``, ``off`` so) is
+        refused; pydantic would silently read it as 1 or 0 (``rounds: on`` ran one round)."""
+        if isinstance(data, dict):
+            for key, field in cls.model_fields.items():
+                if key in data and _has_bool(data[key]) and _takes_number(field.annotation) \
+                        and not _takes_bool(field.annotation):
+                    raise ValueError(f"{key}={data[key]!r} holds a boolean (YAML reads true/false/yes/no/on/off so); "
+                                     "give a number")
+        return data
 
 
 class SyntheticTrafficConfig(_Strict):
@@ -142,6 +168,12 @@ class TriggerConfig(_Strict):
     def _one_source(self) -> "TriggerConfig":
         if (self.pattern is None) == (self.pixels is None):
             raise ValueError("give exactly one of trigger.pattern and trigger.pixels")
+        if self.pixels is not None:
+            if not self.pixels:
+                raise ValueError("trigger.pixels is empty; give at least one [row, column]")
+            negative = [p for p in self.pixels if min(p) < 0]
+            if negative:
+                raise ValueError(f"trigger.pixels {negative[:5]} are negative; pixels are [row, column], 0-based")
         return self
 
 
@@ -295,6 +327,16 @@ class ExperimentConfig(_Strict):
     def _consistency(self) -> "ExperimentConfig":
         if "server_data" in get_defense_class(self.defense.name).context_args and self.data.server_holdout == 0:
             raise ValueError(f"defense {self.defense.name!r} needs the server's own data: set data.server_holdout > 0")
+        if self.model == "autoencoder" and get_defense_class(self.defense.name).needs_classifier:
+            raise ValueError(
+                f"defense {self.defense.name!r} reads the model's class outputs; model 'autoencoder' is an anomaly "
+                "detector with a threshold, not a classifier (use model mlp or another defense)"
+            )
+        if self.post_training is not None and self.model == "autoencoder":
+            raise ValueError(
+                f"post_training {self.post_training.name!r} repairs a classifier by its accuracy on auxiliary data; "
+                "model 'autoencoder' is an anomaly detector with a threshold, not a classifier (use model mlp)"
+            )
         if self.post_training is not None and self.data.server_holdout == 0:
             raise ValueError(f"post_training {self.post_training.name!r} needs an auxiliary set: set data.server_holdout > 0")
         if self.defense_from_round() > self.rounds:
@@ -304,8 +346,21 @@ class ExperimentConfig(_Strict):
             )
         if self.clients_per_round > self.num_clients:
             raise ValueError(f"clients_per_round={self.clients_per_round} exceeds num_clients={self.num_clients}")
+        need = defense_min_clients(self.defense.name, self.defense.params)
+        if need > self.clients_per_round:
+            raise ValueError(
+                f"defense {self.defense.name!r} with defense.params={dict(self.defense.params)} needs at least {need} "
+                f"clients per round, but clients_per_round={self.clients_per_round}; raise clients_per_round or change "
+                "defense.params"
+            )
         a = self.attack
         if a.name != "none":
+            check_attack_domain(a.name, a.params, self.data.is_traffic)
+            if a.num_attackers > 0 and a.start_round > self.rounds:
+                raise ValueError(
+                    f"attack.start_round={a.start_round} is after the last round (rounds={self.rounds}); the attack "
+                    "would never run (use attack.name: none for a run without attack)"
+                )
             bad = [i for i in a.ids() if not 0 <= i < self.num_clients]
             if bad:
                 raise ValueError(f"attack.attacker_ids {bad} outside 0..{self.num_clients - 1}")
@@ -313,6 +368,12 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"attack.num_attackers={a.num_attackers} fixed attackers cannot all join "
                     f"clients_per_round={self.clients_per_round}"
+                )
+            need = get_attack_class(a.name).min_clients(a.num_attackers)
+            if a.selection == "fixed" and need > self.clients_per_round:
+                raise ValueError(
+                    f"attack {a.name!r} with attack.num_attackers={a.num_attackers} fixed attackers needs at least "
+                    f"{need} clients per round, but clients_per_round={self.clients_per_round}"
                 )
         return self
 
@@ -391,6 +452,22 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-5`` and ``1E+30`` as numbers (YAML 1.2, JSON and Python do; PyYAML's
+    YAML 1.1 rules want a dot, ``1.0e-5``, and made ``1e-5`` a string that a parameter check then refused as
+    "not a number")."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text with :class:`_YamlLoader` (every config file, grid file and ``--set`` value)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: str | Path, what: str = "config") -> Any:
     """Parse a YAML file; :class:`ConfigError` naming the file (and the line for syntax errors) when it is
     missing, a folder, not text, unreadable or not valid YAML."""
@@ -406,7 +483,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML at {_yaml_problem(exc)}") from None
 
@@ -423,7 +500,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
 
 def _parse_value(key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml_text(text) if text != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"{key}={text}: the value is not valid YAML ({_yaml_problem(exc)})") from None
 

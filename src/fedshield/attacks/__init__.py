@@ -19,8 +19,11 @@ from .base import (
 )
 from .triggers import BLEND_PATTERNS, TRIGGER_NAMES, BlendTrigger, Trigger, blend_pattern, named_trigger
 from . import library  # noqa: F401  (registers)
+from .library import attack_data_step, check_attack_domain
 
 __all__ = [
+    "attack_data_step",
+    "check_attack_domain",
     "Attack",
     "AttackContext",
     "BLEND_PATTERNS",

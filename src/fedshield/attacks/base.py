@@ -160,6 +160,9 @@ class DataPoison(_Declared):
     """A data-poisoning step; subclasses set ``name``, ``summary``, ``params_spec``."""
 
     kind = "data poisoning"
+    # the inputs the step understands: "image" (pixel triggers, sub-populations of images), "traffic" (flow
+    # features), "any" (label flipping); build_data_poison refuses a step on the other kind of dataset
+    domain: ClassVar[str] = "any"
 
     def prepare(
         self, x: Tensor, y: Tensor, rank: int, generator: torch.Generator, fraction: Optional[float] = None
@@ -190,6 +193,12 @@ class Attack(_Declared):
     paper: ClassVar[str] = ""
     omniscient: ClassVar[bool] = False  # crafts its updates from the round's benign updates (no training)
     needs_previous_global: ClassVar[bool] = False
+
+    @classmethod
+    def min_clients(cls, num_attackers: int) -> int:
+        """The fewest clients a round with ``num_attackers`` attackers may have (the simulator refuses a smaller
+        ``clients_per_round`` with fixed attackers before training)."""
+        return 1
 
     # --- per client and round
     def plan(self, cid: int, rank: int, x: Tensor, y: Tensor, state: RoundState) -> ClientPlan:

@@ -51,6 +51,23 @@ def fang_lambda_max(benign: Tensor, c: int) -> float:
     return first + second
 
 
+def _finite_benign(benign: Tensor, attacker_positions: Sequence[int]) -> tuple[Tensor, list[int]]:
+    """The benign updates the server will aggregate (rows with NaN/Inf are dropped before any defense sees them)
+    and the attackers' positions among those rows and the attackers. NaN in λ_max used to stall the halving loop
+    forever (λ/2 < lambda_min is never true for NaN)."""
+    keep = torch.isfinite(benign).all(dim=1)
+    pos = list(attacker_positions)
+    if bool(keep.all()):
+        return benign, pos
+    if not bool(keep.any()):
+        raise ValueError("fang_krum: every benign update of this round is non-finite (NaN/Inf); nothing to craft from "
+                         "(lower train.lr)")
+    m = benign.shape[0] + len(pos)
+    benign_pos = [i for i in range(m) if i not in set(pos)]
+    dropped = [benign_pos[j] for j in torch.nonzero(~keep).flatten().tolist()]
+    return benign[keep], [p - sum(q < p for q in dropped) for p in pos]
+
+
 def craft_fang_krum(
     benign: Tensor,
     attacker_positions: Sequence[int],
@@ -64,6 +81,7 @@ def craft_fang_krum(
     ``benign``: (m − c, d) benign updates in selection order; ``attacker_positions``: the attackers' indices in
     the full (m, d) matrix; ``trainable`` (d,) bool: the coordinates Krum compares (default all).
     """
+    benign, attacker_positions = _finite_benign(benign, attacker_positions)
     c = len(attacker_positions)
     m = benign.shape[0] + c
     d = benign.shape[1]

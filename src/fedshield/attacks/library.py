@@ -23,13 +23,13 @@ from torch import Tensor
 
 from ..core.errors import ParameterError
 from ..core.params import Param, boolean, choice, integer, number
-from .base import Attack, AttackContext, ClientPlan, RoundState, TrainHooks, register_attack
+from .base import Attack, AttackContext, ClientPlan, RoundState, TrainHooks, get_attack_class, register_attack
 from .fang import craft_fang_krum
 from .model import ConstrainHook, NeurotoxinHook, PGDHook, add_noise, scale_to_norm, scale_update, topk_mask
-from .poisoning import DATA_POISONS, build_data_poison
+from .poisoning import DATA_POISONS, build_data_poison, check_data_domain
 from . import traffic  # noqa: F401  (registers the network-traffic data steps in DATA_POISONS)
 
-__all__ = ["DATA_STEPS"]
+__all__ = ["DATA_STEPS", "attack_data_step", "check_attack_domain"]
 
 DATA_STEPS = ("pixel", "dba", "blended", "semantic", "edge_case", "label_flip", "traffic_injection", "feature_trigger")
 _DATA_SPEC: dict[str, Param] = {
@@ -81,6 +81,24 @@ class _Composed(Attack):
 
     def owned_train_indices(self) -> Optional[Tensor]:
         return self.data.owned_train_indices()
+
+
+def attack_data_step(name: str, params: Mapping[str, Any] | None) -> Optional[str]:
+    """The data-poisoning step attack ``name`` uses with ``params`` (None: it has none, e.g. Fang's attack)."""
+    cls = get_attack_class(name)
+    if not issubclass(cls, _Composed):
+        return None
+    return cls.data_name if cls.data_name is not None else cls.validate(params)["data"]
+
+
+def check_attack_domain(name: str, params: Mapping[str, Any] | None, traffic: bool) -> None:
+    """Config time: refuse an attack whose data step does not fit the dataset's kind (:func:`check_data_domain`)."""
+    step = attack_data_step(name, params)
+    if step is not None:
+        try:
+            check_data_domain(step, traffic)
+        except ParameterError as exc:
+            raise ParameterError(f"attack {name!r}: {exc}") from None
 
 
 def _data_only(name: str, data: str, summary: str, paper: str) -> type[Attack]:
@@ -261,8 +279,20 @@ class FangKrum(Attack):
     params_spec = {"eps": number(0, default=0.01), "lambda_min": number(0, lo_open=True, default=1e-5)}
     omniscient = True
 
+    @classmethod
+    def min_clients(cls, num_attackers: int) -> int:
+        """Krum's assumption with the attackers as its f: 2c + 2 < m clients in the round."""
+        return 2 * num_attackers + 3
+
     def craft(self, benign_updates: Tensor, state: RoundState) -> list[Tensor]:
         pos = [i for i, c in enumerate(state.selected) if c in set(state.attackers)]
+        m, c = len(state.selected), len(pos)
+        if m < self.min_clients(c):
+            raise ParameterError(
+                f"attack 'fang_krum': round {state.round} has {c} attackers among {m} clients; Krum's assumption "
+                f"2c + 2 < m needs at least {self.min_clients(c)} clients: raise clients_per_round or lower "
+                "attack.num_attackers"
+            )
         crafted, lam, chosen = craft_fang_krum(
             benign_updates, pos, state.rng("fang", -1), self.params["eps"], self.params["lambda_min"],
             trainable=state.layout.trainable_mask(device=benign_updates.device),

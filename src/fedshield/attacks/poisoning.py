@@ -45,19 +45,36 @@ from ..core.registry import Registry
 from .base import AttackContext, DataPoison
 from .triggers import BLEND_PATTERNS, BlendTrigger, Trigger, blend_pattern, named_trigger
 
-__all__ = ["DATA_POISONS", "build_data_poison", "stripe_score", "mean_intensity"]
+__all__ = ["DATA_POISONS", "build_data_poison", "check_data_domain", "stripe_score", "mean_intensity"]
 
 DATA_POISONS: Registry[type[DataPoison]] = Registry("data poisoning", ParameterError)
 _register = DATA_POISONS.register
 
 
+def check_data_domain(name: str, traffic: bool) -> None:
+    """Refuse data step ``name`` on a dataset of the other kind (a pixel trigger stamped on a batch of flow
+    features would poison whichever rows and columns its pixel coordinates hit: a meaningless result)."""
+    domain = DATA_POISONS.get(name).domain
+    if domain == "image" and traffic:
+        raise ParameterError(
+            f"data poisoning {name!r} works on images, not on network-traffic flows; traffic datasets take "
+            "feature_trigger, traffic_injection or label_flip (for a model-poisoning attack: attack.params.data)"
+        )
+    if domain == "traffic" and not traffic:
+        raise ParameterError(
+            f"data poisoning {name!r} needs a network-traffic dataset (data.dataset: synthetic_traffic, ...)"
+        )
+
+
 def build_data_poison(name: str, params: Mapping[str, Any] | None, ctx: AttackContext) -> DataPoison:
+    check_data_domain(name, ctx.traffic is not None)
     return DATA_POISONS.get(name)(params or {}, ctx)
 
 
 @_register
 class PixelPoison(DataPoison):
     name = "pixel"
+    domain = "image"
     summary = "pixel-pattern trigger (global trigger) on the first poison_per_batch samples of each batch"
     # source_class: poison (and test) only images of this class (FLAIN: base class 0 -> target 5); then
     # source_fraction of the class's samples in each batch are poisoned and poison_per_batch is not used
@@ -138,6 +155,8 @@ def mean_intensity(x: Tensor) -> Tensor:
 
 class _SubpopulationPoison(DataPoison):
     """Real images of a sub-population relabelled to the target (see the module docstring)."""
+
+    domain = "image"
 
     highest: ClassVar[bool] = True  # keep the top (True) or bottom (False) `fraction` of scores
 
@@ -249,6 +268,7 @@ def _groups(v: Any) -> bool:
 @_register
 class MultiBackdoorPoison(DataPoison):
     name = "multi"
+    domain = "image"
     summary = "several backdoors at once: attacker rank i uses group i mod G (its own pixel trigger and target)"
     params_spec: ClassVar[dict[str, Param]] = {
         "groups": Param(

@@ -83,6 +83,7 @@ def _names(v: Any) -> bool:
 @DATA_POISONS.register
 class TrafficInjectionPoison(DataPoison):
     name = "traffic_injection"
+    domain = "traffic"
     summary = "traffic injection: attackers add flows of one attack family to their data, labelled benign"
     params_spec: ClassVar[dict[str, Param]] = {
         "family": Param(None, lambda v: isinstance(v, str) and v != "", "the name of an attack family", required=True),
@@ -128,6 +129,7 @@ class TrafficInjectionPoison(DataPoison):
 @DATA_POISONS.register
 class FeatureTriggerPoison(DataPoison):
     name = "feature_trigger"
+    domain = "traffic"
     summary = "feature trigger: attack flows with chosen features set to chosen values, labelled benign"
     params_spec: ClassVar[dict[str, Param]] = {
         "features": Param(None, lambda v: isinstance(v, list) and len(v) > 0 and all(

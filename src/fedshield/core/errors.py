@@ -7,7 +7,7 @@ All are ``ValueError`` subclasses, so callers that catch ``ValueError`` keep wor
 from __future__ import annotations
 
 __all__ = ["FedshieldError", "ConfigError", "ParameterError", "DataError", "DataFileError", "DataNotFoundError",
-           "CheckpointError", "OutputError"]
+           "CheckpointError", "OutputError", "RoundInputError"]
 
 
 class FedshieldError(ValueError):
@@ -40,3 +40,8 @@ class CheckpointError(FedshieldError):
 
 class OutputError(FedshieldError):
     """An output folder that cannot be used, or a file of one that cannot be read; the message names it."""
+
+
+class RoundInputError(FedshieldError):
+    """One round's input a defense cannot aggregate (shapes, dtypes, NaN/Inf, a client id twice, lying sample
+    counts, fewer clients than the defense needs); the message names the clients or the defense's parameter."""

@@ -36,7 +36,8 @@ CIFAR_DIR_NAME: Final = "cifar-10-batches-py"
 CIFAR_TRAIN_FILES: Final = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE: Final = "test_batch"
 CIFAR_INSTALL_HINT: Final = (
-    "download it with fedshield.data.load_dataset('cifar10', download=True) (needs internet; it fetches "
+    "download it with `python -c \"from fedshield.data import load_dataset; load_dataset('cifar10', download=True)\"` "
+    "(needs internet; it fetches "
     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into ~/.cache/fedshield), or unpack that archive "
     f"yourself and `export FEDSHIELD_DATA=/path` to the folder that holds {CIFAR_DIR_NAME}/"
 )

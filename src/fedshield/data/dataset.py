@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..core.errors import DataError
 from .traffic.meta import TrafficMeta
 
 __all__ = ["Dataset"]
@@ -35,20 +36,20 @@ class Dataset:
             dims, shape = 3, "(N, T, F) windows"
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.float32 or x.dim() != dims:
-                raise ValueError(f"{self.name}: {split}_x must be {shape} float32, got {tuple(x.shape)} {x.dtype}")
+                raise DataError(f"{self.name}: {split}_x must be {shape} float32, got {tuple(x.shape)} {x.dtype}")
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-                raise ValueError(
+                raise DataError(
                     f"{self.name}: {split}_y must be ({x.shape[0]},) int64, got {tuple(y.shape)} {y.dtype}"
                 )
         if self.traffic is None and self.train_x.shape[-1] != self.train_x.shape[-2]:
-            raise ValueError(f"{self.name}: images must be square, got {tuple(self.train_x.shape[2:])}")
+            raise DataError(f"{self.name}: images must be square, got {tuple(self.train_x.shape[2:])}")
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: train {tuple(self.train_x.shape[1:])} and test {tuple(self.test_x.shape[1:])} "
                 "samples differ in shape"
             )
         if self.num_classes < 2:
-            raise ValueError(f"{self.name}: num_classes={self.num_classes} is invalid; must be >= 2")
+            raise DataError(f"{self.name}: num_classes={self.num_classes} is invalid; must be >= 2")
 
     @property
     def kind(self) -> str:

@@ -136,14 +136,16 @@ def data_install_hint(name: str) -> str:
             "install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; puts the files in "
             "/usr/share/datasets/fashion-mnist), or `export FEDSHIELD_DATA=/path` to a folder holding "
             "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-            "t10k-labels-idx1-ubyte.gz (or a fashion-mnist/ subfolder with them), or allow download=True "
-            f"with internet access (files go to {CACHE_ROOT / 'fashion-mnist'})"
+            "t10k-labels-idx1-ubyte.gz (or a fashion-mnist/ subfolder with them), or download it on a machine "
+            "with internet access: `python -c \"from fedshield.data import load_dataset; load_dataset('fashion_mnist', "
+            f"download=True)\"` (files go to {CACHE_ROOT / 'fashion-mnist'})"
         )
     if key == "mnist":
         return (
             "`export FEDSHIELD_DATA=/path` to a folder with a mnist/ subfolder holding the four IDX files "
             "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-            "t10k-labels-idx1-ubyte[.gz]), or allow download=True with internet access "
+            "t10k-labels-idx1-ubyte[.gz]), or download it on a machine with internet access: "
+            "`python -c \"from fedshield.data import load_dataset; load_dataset('mnist', download=True)\"` "
             f"(files go to {CACHE_ROOT / 'mnist'})"
         )
     if key == "cifar10":
@@ -171,6 +173,8 @@ def _idx_files(folder: Path) -> dict[str, Path] | list[str]:
 
 
 def _describe_missing(folder: Path, key: str) -> str:
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder"
     if not folder.is_dir():
         return "does not exist"
     if key == "cifar10":
@@ -332,6 +336,12 @@ def _load_idx_folder(key: str, folder: Path) -> Dataset:
         if labels.numel() and int(labels.max()) > 9:
             raise DataFileError(f"{files[labels_stem]}: labels must lie in 0..9, found {int(labels.max())}")
         splits += [images.unsqueeze(1).to(torch.float32).div_(255.0), labels.to(torch.int64)]
+    train_hw, test_hw = tuple(splits[0].shape[2:]), tuple(splits[2].shape[2:])
+    if train_hw != test_hw:
+        raise DataFileError(
+            f"{files[_IDX_STEMS[0]]} holds {train_hw[0]}x{train_hw[1]} images but {files[_IDX_STEMS[2]]} holds "
+            f"{test_hw[0]}x{test_hw[1]} images; the training and test files must come from one dataset"
+        )
     return Dataset(key, *splits, num_classes=10)
 
 

@@ -11,6 +11,7 @@ from .registry import (
     get_defense_class,
     register,
     validate_defense,
+    defense_min_clients,
     validate_post_training,
 )
 from . import fedavg, flain  # noqa: F401  (registers)
@@ -35,5 +36,6 @@ __all__ = [
     "register",
     "require",
     "validate_defense",
+    "defense_min_clients",
     "validate_post_training",
 ]

@@ -22,13 +22,15 @@ the accepted clients (docs/defenses.md, Conventions.3).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from ..core.numeric import is_finite_number, is_int, is_number, two_means_1d, weighted_mean
-from .base import Aggregate, Defense, RoundInput, assemble, require
+from ..core.errors import ParameterError
+from ..models import ParamLayout
+from .base import Aggregate, Defense, DefenseContext, RoundInput, assemble, require
 from .registry import register
 
 __all__ = ["Auror", "auror_suspicion"]
@@ -81,8 +83,10 @@ class Auror(Defense):
     summary = "Per-coordinate 2-means; clients in minority clusters on most indicative coordinates are removed"
     paper = "Shen, Tople, Saxena, Auror: Defending Against Poisoning Attacks in Collaborative Deep Learning Systems, ACSAC 2016"
 
+    context_args = ("layout",)
+
     def __init__(self, alpha: float = 0.02, tau: float = 0.5, layer: str | Sequence[str] | None = None,
-                 max_features: int | None = None, weighting: str = "samples"):
+                 max_features: int | None = None, weighting: str = "samples", layout: ParamLayout | None = None):
         require(is_finite_number(alpha) and alpha >= 0,
                 "alpha", alpha, "allowed: a finite number >= 0")
         require(is_number(tau) and 0 <= tau < 1, "tau", tau,
@@ -100,18 +104,32 @@ class Auror(Defense):
         self.layer = None if layer is None else list(layer)
         self.max_features = max_features
         self.weighting = weighting
+        if layout is not None:  # validate the layer names against the experiment's model at construction
+            self._layer_mask(layout, torch.ones(layout.dim, dtype=torch.bool))
+
+    @classmethod
+    def context_values(cls, context: DefenseContext) -> dict[str, Any]:
+        return {"layout": context.layout}
+
+    def _layer_mask(self, layout: ParamLayout, train: Tensor) -> Tensor:
+        """True on the coordinates of the ``layer`` tensors; :class:`ParameterError` naming an unknown or buffer one."""
+        mask = torch.zeros_like(train)
+        trainable = [e.name for e in layout.entries if e.kind != "buffer"]
+        for name in self.layer or ():
+            if name not in layout.names:
+                raise ParameterError(f"layer={name!r} is invalid; allowed: a trainable tensor of the model, one of "
+                                     f"{trainable[:20]}")
+            entry = layout[name]
+            if entry.kind == "buffer":
+                raise ParameterError(f"layer={name!r} is a buffer (batch-norm statistics), not a trainable tensor")
+            mask[entry.slice] = True
+        return mask
 
     def _feature_mask(self, inp: RoundInput) -> Tensor:
         train = inp.layout.trainable_mask(device=inp.updates.device)
         if self.layer is None:
             return train
-        mask = torch.zeros_like(train)
-        for name in self.layer:
-            entry = inp.layout[name]  # KeyError lists the names
-            if entry.kind == "buffer":
-                raise ValueError(f"auror: layer={name!r} is a buffer (batch-norm statistics), not a trainable tensor")
-            mask[entry.slice] = True
-        return mask
+        return self._layer_mask(inp.layout, train)
 
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n = inp.n

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import ParameterError
+from ..core.errors import ParameterError, RoundInputError
 from ..core.numeric import assemble_global, finite_rows
 from ..core.params import Param, require, spec_from_signature, validate_params
 from ..models import ParamLayout
@@ -28,6 +28,7 @@ __all__ = [
     "check_round_input",
     "refuse_non_finite",
     "ParameterError",
+    "RoundInputError",
     "assemble",
     "require",
 ]
@@ -89,35 +90,46 @@ class DefenseContext:
 
 
 def check_round_input(inp: RoundInput) -> None:
-    """Validate shapes and finiteness; raise ``ValueError`` naming the offending client."""
+    """Validate shapes and finiteness; raise :class:`RoundInputError` (a ``ValueError``) naming the offending client."""
     u = inp.updates
     if u.dim() != 2:
-        raise ValueError(f"updates must be a (n, d) matrix, got shape {tuple(u.shape)}")
+        raise RoundInputError(f"updates must be a (n, d) matrix, got shape {tuple(u.shape)}")
     n, d = u.shape
     if n == 0:
-        raise ValueError("no client updates in this round")
+        raise RoundInputError("no client updates in this round")
+    if not u.is_floating_point():
+        raise RoundInputError(f"updates must be floating point, got dtype {u.dtype}")
+    if inp.global_params.dtype != u.dtype or inp.global_params.device != u.device:
+        raise RoundInputError(
+            f"updates ({u.dtype} on {u.device}) and global_params ({inp.global_params.dtype} on "
+            f"{inp.global_params.device}) must share one dtype and device; convert one of them"
+        )
+    if inp.num_samples.is_complex() or inp.num_samples.dtype == torch.bool:
+        raise RoundInputError(f"num_samples must be real numbers, got dtype {inp.num_samples.dtype}")
     if inp.global_params.shape != (d,):
-        raise ValueError(f"global_params has shape {tuple(inp.global_params.shape)}, updates have d={d}")
+        raise RoundInputError(f"global_params has shape {tuple(inp.global_params.shape)}, updates have d={d}")
     if d != inp.layout.dim:
-        raise ValueError(f"updates have d={d} but the parameter layout has {inp.layout.dim} entries")
+        raise RoundInputError(f"updates have d={d} but the parameter layout has {inp.layout.dim} entries")
+    if all(e.kind == "buffer" for e in inp.layout.entries):
+        raise RoundInputError("the parameter layout has no trainable coordinates (only buffers); nothing to defend")
     if len(inp.client_ids) != n:
-        raise ValueError(f"{len(inp.client_ids)} client ids for {n} updates")
+        raise RoundInputError(f"{len(inp.client_ids)} client ids for {n} updates")
     if inp.num_samples.shape != (n,):
-        raise ValueError(f"num_samples has shape {tuple(inp.num_samples.shape)}, expected ({n},)")
+        raise RoundInputError(f"num_samples has shape {tuple(inp.num_samples.shape)}, expected ({n},)")
     ids = [int(c) for c in inp.client_ids]
     if len(set(ids)) != n:
         dup = sorted({c for c in ids if ids.count(c) > 1})
-        raise ValueError(f"client id(s) {dup} appear more than once in this round (each client sends one update)")
+        raise RoundInputError(f"client id(s) {dup} appear more than once in this round (each client sends one update)")
     bad_n = ~(torch.isfinite(inp.num_samples) & (inp.num_samples >= 0))
     if bool(bad_n.any()):
         bad = {ids[i]: float(inp.num_samples[i]) for i in torch.nonzero(bad_n).flatten().tolist()}
-        raise ValueError(f"num_samples must be finite and >= 0; client(s) {list(bad)} report {list(bad.values())}")
+        raise RoundInputError(f"num_samples must be finite and >= 0; client(s) {list(bad)} report {list(bad.values())}")
     finite = finite_rows(u)
     if not bool(finite.all()):
         bad = [int(inp.client_ids[i]) for i in torch.nonzero(~finite).flatten().tolist()]
-        raise ValueError(f"non-finite values (NaN/Inf) in the update of client(s) {bad}")
+        raise RoundInputError(f"non-finite values (NaN/Inf) in the update of client(s) {bad}")
     if not bool(torch.isfinite(inp.global_params).all()):
-        raise ValueError("the global model contains non-finite values")
+        raise RoundInputError("the global model contains non-finite values")
 
 
 def refuse_non_finite(inp: RoundInput, agg: Aggregate, defense: str = "defense") -> Aggregate:
@@ -165,6 +177,9 @@ class Defense(ABC):
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     context_args: ClassVar[tuple[str, ...]] = ()
+    # True for defenses that read the model's class outputs (DeepSight's DDifs): refused with a model that is
+    # no classifier (the traffic autoencoder)
+    needs_classifier: ClassVar[bool] = False
 
     @classmethod
     def params_spec(cls) -> dict[str, Param]:
@@ -199,15 +214,30 @@ class Defense(ABC):
         """Build from config parameters (keys checked against the spec first, so a ``TypeError`` here is a bug,
         never a user's typo); defenses with ``context_args`` override :meth:`context_values`."""
         validate_params(f"defense {cls.name!r}", cls.params_spec(), params)
-        return cls(**dict(params), **cls.context_values(context))
+        try:
+            return cls(**dict(params), **cls.context_values(context))
+        except ParameterError as exc:
+            prefix = f"defense {cls.name!r}: "
+            raise ParameterError(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
 
     @classmethod
     def context_values(cls, context: DefenseContext) -> dict[str, Any]:
         """The ``context_args`` taken from the experiment's :class:`DefenseContext`."""
         return {}
 
+    def min_clients(self) -> int:
+        """The fewest updates one round may carry for these parameters (Krum's 2f + 3, RLR's threshold, ...);
+        the simulator refuses a smaller ``clients_per_round`` before training, ``aggregate`` a smaller round."""
+        return 1
+
     def aggregate(self, inp: RoundInput) -> Aggregate:
         check_round_input(inp)
+        need = self.min_clients()
+        if inp.n < need:
+            raise RoundInputError(
+                f"{self.name or type(self).__name__} with {self!r} needs at least {need} clients in a round, but "
+                f"round {inp.round} has n={inp.n}"
+            )
         return refuse_non_finite(inp, self._aggregate(inp), self.name or type(self).__name__)
 
     @abstractmethod

@@ -83,6 +83,10 @@ class Bulyan(Defense):
         self.f = int(f)
         self.squared = squared
 
+    def min_clients(self) -> int:
+        """Bulyan's n >= 4f + 3."""
+        return 4 * self.f + 3
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n, f = inp.n, self.f
         if n < 4 * f + 3:

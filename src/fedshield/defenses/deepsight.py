@@ -188,6 +188,7 @@ class DeepSight(Defense):
             raise ParameterError(f"input_shape={shape!r}: the model's output has shape {tuple(out.shape)}, not (1, P)")
 
     context_args = ("model_fn", "input_shape", "device")
+    needs_classifier = True
 
     @staticmethod
     def check_params(num_ddif_samples: int, num_seeds: int, tau: float, min_cluster_size: int, clipping: bool,

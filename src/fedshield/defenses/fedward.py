@@ -197,6 +197,10 @@ class Fedward(Defense):
                 "all_noise": float(all_noise)}
         return torch.from_numpy(mask.astype(bool)), info
 
+    def min_clients(self) -> int:
+        """OPTICS' min_samples must lie in 2..m: m >= 2 (rule ``paper``) or m >= 4 (rule ``code``)."""
+        return 4 if self.min_samples_rule == "code" else 2
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         g = inp.global_params
         upd = inp.updates

@@ -353,6 +353,12 @@ class FLAME(Defense):
 
     # ------------------------------------------------------------------------------------------ round
 
+    def min_clients(self) -> int:
+        """An explicit HDBSCAN ``min_cluster_size`` needs that many clients (the default n//2 + 1 fits any n)."""
+        if self.clustering is True and self.min_cluster_size is not None:
+            return int(self.min_cluster_size)
+        return 1
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n = inp.n
         g = inp.global_params

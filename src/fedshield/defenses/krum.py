@@ -65,6 +65,10 @@ class MultiKrum(Defense):
             raise ValueError(f"{self.name}: m={m} exceeds the number of clients n={n}; allowed 1 <= m <= n")
         return m
 
+    def min_clients(self) -> int:
+        """Krum's assumption 2f + 2 < n, and m updates to average."""
+        return max(2 * self.f + 3, self.m or 1)
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n = inp.n
         f = self.f

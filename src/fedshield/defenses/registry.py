@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..core.errors import ParameterError
 from ..core.params import spec_from_signature, validate_params
 from ..core.registry import Registry
 from .base import Defense, DefenseContext
@@ -16,6 +17,7 @@ __all__ = [
     "get_defense_class",
     "build_defense",
     "validate_defense",
+    "defense_min_clients",
     "validate_post_training",
     "build_post_training",
 ]
@@ -43,6 +45,16 @@ def get_defense_class(name: str) -> type[Defense]:
 def validate_defense(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Config-time check of a defense name and its parameters (nothing is built)."""
     return get_defense_class(name).validate(params)
+
+
+def defense_min_clients(name: str, params: Mapping[str, Any] | None) -> int:
+    """Config time: the fewest clients per round defense ``name`` with ``params`` aggregates
+    (:meth:`Defense.min_clients`); 1 for a defense that cannot be built without the experiment (FLTrust's root
+    set, DeepSight's model), whose own checks run when the experiment is set up."""
+    try:
+        return build_defense(name, params).min_clients()
+    except ParameterError:
+        return 1
 
 
 def build_defense(name: str, params: Mapping[str, Any] | None = None, context: DefenseContext | None = None) -> Defense:

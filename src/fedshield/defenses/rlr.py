@@ -52,6 +52,10 @@ class RobustLearningRate(Defense):
         self.server_lr = float(server_lr)
         self.weighting = weighting
 
+    def min_clients(self) -> int:
+        """At least ``threshold`` clients, or no coordinate could ever reach the agreement threshold."""
+        return self.threshold
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n = inp.n
         if self.threshold > n:

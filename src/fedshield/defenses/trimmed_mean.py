@@ -81,6 +81,10 @@ class TrimmedMean(Defense):
         k = int(math.floor(self.beta * n + 1e-9))  # 1e-9 guards against e.g. 0.3*10 = 2.9999...
         return min(k, (n - 1) // 2)  # beta < 0.5 implies 2k < n; keep it so despite the guard
 
+    def min_clients(self) -> int:
+        """A fixed ``trim`` needs 2·trim < n; with ``beta`` k shrinks with n, so any n works."""
+        return 1 if self.trim is None else 2 * self.trim + 1
+
     def _aggregate(self, inp: RoundInput) -> Aggregate:
         n = inp.n
         k = self._k_for(n)

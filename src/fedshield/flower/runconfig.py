@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, read_yaml_mapping
+from ..config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, load_yaml_text, read_yaml_mapping
 
 __all__ = [
     "PRESETS",
@@ -84,7 +84,7 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
     if key == "demo":
         from importlib.resources import files
 
-        return yaml.safe_load(files("fedshield").joinpath("demo.yaml").read_text()) or {}
+        return load_yaml_text(files("fedshield").joinpath("demo.yaml").read_text()) or {}
     tried = config_path_candidates(name, base_dir)
     for path in tried:
         if path.is_file():
@@ -96,7 +96,7 @@ def _base_dict(name: str, base_dir: str | Path | None) -> dict[str, Any]:
 
 def _inline_dict(text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml_text(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"run config fedshield-yaml is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

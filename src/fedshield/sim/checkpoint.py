@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import yaml
 from torch import Tensor
 
 from ..core.errors import CheckpointError, ConfigError
@@ -36,6 +37,7 @@ __all__ = [
     "defense_state",
     "restore_defense_state",
     "require_finite_model",
+    "config_diff",
 ]
 
 CHECKPOINT_KEYS = ("round", "global_params", "initial_params", "rows", "defense_state", "previous_global", "config")
@@ -92,6 +94,30 @@ def load_model_file(path: str | Path, what: str = "checkpoint") -> Any:
                               "delete it to start over") from None
 
 
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        return {k: v for key, val in data.items() for k, v in _flat(val, f"{prefix}.{key}" if prefix else str(key)).items()}
+    return {prefix: data}
+
+
+def config_diff(saved: Any, current: str, limit: int = 5) -> str:
+    """The dotted keys whose values differ between the checkpoint's resolved config and this run's, as
+    ``key: saved -> now`` (at most ``limit``); a generic phrase when the saved text is not a YAML mapping."""
+    try:
+        old, new = yaml.safe_load(str(saved)), yaml.safe_load(current)
+    except yaml.YAMLError:
+        old = new = None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return "its saved config text differs"
+    a, b = _flat(old), _flat(new)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    if not keys:
+        return "its saved config text differs"
+    shown = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    more = f", and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "; ".join(shown) + more
+
+
 def load_checkpoint(path: str | Path, config_text: str | None = None) -> dict[str, Any]:
     """A run's checkpoint: a dict with :data:`CHECKPOINT_KEYS`, a finite global model and a 1-D initial model.
     With ``config_text`` (the resolved config of the run to resume): :class:`ConfigError` if the checkpoint was
@@ -122,7 +148,10 @@ def load_checkpoint(path: str | Path, config_text: str | None = None) -> dict[st
     if not is_finite_number(state.get("seconds")):
         state["seconds"] = 0.0
     if config_text is not None and state["config"] != config_text:
-        raise ConfigError(f"{Path(path).parent}: the checkpoint was made with a different config; refusing to resume")
+        raise ConfigError(
+            f"{Path(path).parent}: the checkpoint was made with a different config ({config_diff(state['config'], config_text)}); "
+            "refusing to resume (resume with the same config and --set values, or choose another --out)"
+        )
     return state
 
 

@@ -26,7 +26,7 @@ from ..metrics import aasr, detection_counts, flame_rates
 from .checkpoint import load_checkpoint, resume_state, save_checkpoint, save_model_file
 from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
 from .plot import plot_run
-from .post_training import run_post_training
+from .post_training import auxiliary_set, run_post_training
 from .pretrain import pretrained_params
 from .progress import RoundProgress
 from .setup import Setup, build_setup, with_start
@@ -83,6 +83,12 @@ def train_clients(
             seed=cfg.seed,
             sizes=dict(zip(selected, sizes)),
             stream=lambda purpose, cid: torch_stream(cfg.seed, "attack", purpose, round_, cid),
+        )
+    if state is not None and attack.omniscient and all(malicious):  # type: ignore[union-attr]
+        raise ConfigError(
+            f"attack {cfg.attack.name!r} crafts its updates from the round's benign updates, but every client "
+            f"selected in round {round_} is an attacker ({list(selected)}); raise clients_per_round or lower "
+            "attack.num_attackers"
         )
     jobs: list[tuple] = []
     for cid, bad in zip(selected, malicious):
@@ -231,6 +237,8 @@ def run_experiment(
     prepare_out_dir(out)  # an unusable --out, a damaged or foreign checkpoint: reported before any data loads
     saved = load_checkpoint(ckpt_path, resolved) if resume and ckpt_path.exists() else None
     setup = build_setup(cfg)
+    if cfg.post_training is not None:
+        auxiliary_set(setup, cfg.post_training.aux_per_class)  # too small a held-out slice: refused before training
     pretrain: dict[str, Any] = {}
     if cfg.pretrain.rounds:
         start, key = pretrained_params(setup, log=log if progress else (lambda _m: None))

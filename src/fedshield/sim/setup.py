@@ -166,7 +166,12 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
-        raise ConfigError(f"the partition left clients {empty[:10]} without samples; use fewer clients or a larger alpha")
+        more = ", a larger data.alpha" if cfg.data.partition == "dirichlet" else ""
+        raise ConfigError(
+            f"data.partition={cfg.data.partition!r} left {len(empty)} of {cfg.num_clients} clients without samples "
+            f"(clients {empty[:10]}{' ...' if len(empty) > 10 else ''}) from {len(client_pool)} training samples; "
+            f"use fewer num_clients{more} or more training samples (data.train_subset)"
+        )
 
     norm: dict[str, list[float]] = {}
     if ds.traffic is not None:
@@ -178,6 +183,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
             "input_mean": [round(v, 6) for v in x64.mean(dim=(0, 2, 3)).tolist()],
             "input_std": [round(v, 6) for v in x64.std(dim=(0, 2, 3)).tolist()],
         }
+        flat = [c for c, v in enumerate(norm["input_std"]) if not v > 0]
+        if flat:
+            raise ConfigError(
+                f"data.normalize=standard: channel(s) {flat} of the {cfg.data.dataset} training images are constant "
+                "(standard deviation 0), so they cannot be standardised; check the data files, or set "
+                "data.normalize: none"
+            )
     if ds.traffic is not None:
         model_fn = partial(build_model, cfg.model, num_classes=ds.num_classes, num_features=ds.num_features)
     else:
@@ -190,6 +202,12 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     trigger = global_trigger(cfg) if cfg.attack.name != "none" else None
     if trigger is not None and cfg.attack.target_label >= ds.num_classes:
         raise ConfigError(f"attack.target_label={cfg.attack.target_label} but the dataset has {ds.num_classes} classes")
+    if trigger is not None and ds.traffic is None:
+        key = "attack.trigger.pattern" if cfg.attack.trigger.pattern is not None else "attack.trigger.pixels"
+        try:
+            trigger.mask(ds.image_size, ds.image_size)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc} (pixels are [row, column], 0-based)") from None
     attack: Optional[Attack] = None
     attackers: list[int] = []
     if cfg.attack.name != "none":
@@ -225,6 +243,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         sub = torch.from_numpy(numpy_stream(cfg.seed, "test_subset").choice(len(test_y), cfg.eval.test_subset, replace=False))
         test_x, test_y = test_x[sub.sort().values], test_y[sub.sort().values]
     backdoor_set = attack.backdoor_test_set(test_x, test_y) if attack is not None else None
+    if backdoor_set is not None and len(backdoor_set[1]) == 0:
+        subset = f"eval.test_subset={cfg.eval.test_subset} leaves" if cfg.eval.test_subset is not None else "there is"
+        raise ConfigError(
+            f"attack {cfg.attack.name!r}: {subset} no test sample for the backdoor test set (samples whose label is "
+            f"not attack.target_label={cfg.attack.target_label}, or the attack's sub-population), so BA cannot be "
+            "measured; use a larger eval.test_subset"
+        )
     calibration_x = None
     if cfg.model == "autoencoder":
         benign_held = server_idx[labels[server_idx] == 0]
@@ -249,7 +274,13 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         extra={"input_shape": tuple(ds.train_x.shape[1:]), "domain": ds.kind},
         local_train=local_train_function(model_fn, cfg.device),  # FLTrust's server update
     )
-    build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains
+    defense = build_defense(cfg.defense.name, cfg.defense.params, context)  # fail now, before anything trains
+    if defense.min_clients() > cfg.clients_per_round:
+        raise ConfigError(
+            f"defense {cfg.defense.name!r} with defense.params={dict(cfg.defense.params)} needs at least "
+            f"{defense.min_clients()} clients per round, but clients_per_round={cfg.clients_per_round}; raise "
+            "clients_per_round or change defense.params"
+        )
 
     benign = train_settings(cfg.train)
     attack_train = train_settings(cfg.attack.train) if cfg.attack.train is not None else benign

@@ -27,7 +27,7 @@ from typing import Final
 import numpy as np
 
 from ...core.errors import DataNotFoundError
-from .table import BENIGN, RawTraffic, concat_raw, dedupe_names, family_key, read_csv_strings, to_float, to_str
+from .table import BENIGN, RawTraffic, concat_raw, dedupe_names, family_key, read_csv_strings, to_float, to_labels
 
 __all__ = ["COLUMNS", "FILES", "read_cicids2017", "find_cicids2017"]
 
@@ -83,7 +83,7 @@ def _read_file(path: Path, offset: int) -> RawTraffic:
     names = dedupe_names([c.strip() for c in COLUMNS])
     numeric_names = tuple(n for n in names if n != "Label")
     numeric = np.stack([to_float(path, n, cols[n]) for n in numeric_names], axis=1)
-    labels = to_str(cols["Label"])
+    labels = to_labels(path, "Label", cols["Label"])
     family = np.array([BENIGN if v.upper() == "BENIGN" else family_key(v) for v in labels], dtype=object)
     n = len(family)
     return RawTraffic(

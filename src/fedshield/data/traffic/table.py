@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 
 from ...core.errors import DataFileError
 
-__all__ = ["RawTraffic", "BENIGN", "read_csv_strings", "to_float", "to_str", "concat_raw", "dedupe_names", "family_key",
+__all__ = ["RawTraffic", "BENIGN", "read_csv_strings", "to_float", "to_str", "to_labels", "concat_raw", "dedupe_names", "family_key",
            "checked_families"]
 
 BENIGN = "benign"
@@ -78,11 +78,13 @@ def dedupe_names(names: Sequence[str]) -> list[str]:
 
 
 def _header(path: Path, encoding: str = "utf8") -> list[str]:
+    """The header line's column names; a UTF-8 byte-order mark (spreadsheet exports) is not part of the first."""
     try:
-        with open(path, "r", encoding=encoding, errors="replace", newline="") as f:
-            line = f.readline()
+        with open(path, "rb") as f:
+            raw = f.readline()
     except OSError as exc:
         raise DataFileError(f"{path}: cannot read ({exc})") from None
+    line = raw.removeprefix(b"\xef\xbb\xbf").decode(encoding, errors="replace")
     if not line.strip():
         raise DataFileError(f"{path}: the file is empty (no header line)")
     return [c for c in line.rstrip("\r\n").split(",")]
@@ -177,6 +179,19 @@ def to_str(values: pa.Array) -> np.ndarray:
     return np.asarray(pc.utf8_trim_whitespace(values).to_pylist(), dtype=object)
 
 
+def to_labels(path: Path, column: str, values: pa.Array) -> np.ndarray:
+    """Trimmed label strings (:func:`to_str`); an empty label raises :class:`DataFileError` naming the file, the
+    column and the first such row (it would otherwise become an attack family called ``unknown``)."""
+    out = to_str(values)
+    empty = np.flatnonzero(out == "")
+    if len(empty):
+        raise DataFileError(
+            f"{path}: column {column!r} is empty in {len(empty)} data row(s) (first: data row {int(empty[0])}); "
+            "every row needs its label"
+        )
+    return out
+
+
 def concat_raw(parts: Sequence[RawTraffic], name: str) -> RawTraffic:
     """Rows of several :class:`RawTraffic` with the same columns, one after the other."""
     if not parts:
@@ -227,7 +242,7 @@ def checked_families(path: Path, cols: dict[str, pa.Array], family_column: str, 
     label = to_float(path, "label", cols["label"])
     if not np.isin(label, (0.0, 1.0)).all():
         raise DataFileError(f"{path}: column 'label' must hold 0 or 1")
-    kinds = np.array([family_key(v) for v in to_str(cols[family_column])], dtype=object)
+    kinds = np.array([family_key(v) for v in to_labels(path, family_column, cols[family_column])], dtype=object)
     family = np.where(kinds == normal, BENIGN, kinds)
     bad = int(((family == BENIGN) != (label == 0)).sum())
     if bad:
