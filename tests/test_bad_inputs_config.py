@@ -180,11 +180,12 @@ def test_a_boolean_where_a_number_belongs_is_refused(section, key, value):
         data[key] = value
     else:
         data[section] = {**data.get(section, {}), key: value}
-    with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} holds a boolean")):
+    dotted = key if section is None else f"{section}.{key}"
+    with pytest.raises(ConfigError, match=re.escape(f"{dotted}: {value!r} is a boolean")):
         config_from_dict(data)
 
 
 def test_yaml_on_for_a_number_via_set_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"rounds=True holds a boolean"):
+    with pytest.raises(ConfigError, match=r"rounds: True is a boolean"):
         load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=on"])
     assert load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=3"]).rounds == 3

@@ -66,6 +66,9 @@ def _has_bool(value: Any) -> bool:
     return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value))
 
 
+_KEY_MARK = "[key "  # a section validator's message naming one of the section's keys: "[key NAME] message"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -78,8 +81,8 @@ class _Strict(BaseModel):
             for key, field in cls.model_fields.items():
                 if key in data and _has_bool(data[key]) and _takes_number(field.annotation) \
                         and not _takes_bool(field.annotation):
-                    raise ValueError(f"{key}={data[key]!r} holds a boolean (YAML reads true/false/yes/no/on/off so); "
-                                     "give a number")
+                    raise ValueError(f"{_KEY_MARK}{key}] {data[key]!r} is a boolean (YAML reads true/false/yes/no/on/off "
+                                     "so); give a number")
         return data
 
 
@@ -383,6 +386,9 @@ def _format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith(_KEY_MARK) and "] " in msg:  # the key is named by the section's own validator
+            key, msg = msg[len(_KEY_MARK):].split("] ", 1)
+            loc = f"{loc}.{key}" if loc else key
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "literal_error":
