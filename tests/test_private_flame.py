@@ -15,6 +15,7 @@ from fedshield.defenses.flame import FLAME, cosine_distances, dbscan_binary_sear
 from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.models import LayoutEntry, ParamLayout
 from fedshield.sim.checkpoint import defense_state, load_model_file, restore_defense_state, save_model_file
+from proctools import pid_alive
 from roundinput import make_input
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -30,14 +31,6 @@ def synthetic_round(rng: np.random.Generator, n: int, n_att: int, d: int):
     att = rng.uniform(1.0, 4.0) * other + spread * rng.normal(size=(n_att, d))
     u = np.concatenate([att, ben]) * rng.uniform(0.02, 0.2)
     return u * rng.uniform(0.5, 3.0, size=(n, 1))  # norms differ, so clipping matters
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------- the plaintext rule

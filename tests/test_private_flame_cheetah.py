@@ -25,20 +25,13 @@ from fedshield.defenses.private_flame import PrivateFLAME
 from fedshield.mpc import transport
 from fedshield.mpc.cheetah import spu_python
 from fedshield.mpc.session import REPO_ROOT, PrivateFlameError
+from proctools import pid_alive
 from roundinput import make_input
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 SPU_PYTHON = spu_python(REPO_ROOT)
 pytestmark = pytest.mark.skipif(not os.path.exists(SPU_PYTHON),
                                 reason=f"SPU's virtualenv is missing ({SPU_PYTHON}); `make spu` creates it")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def attacked_round(seed: int, n: int, n_att: int, d: int) -> np.ndarray:

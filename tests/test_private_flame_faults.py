@@ -18,17 +18,10 @@ from fedshield.mpc.client import ShareError, encode_update, split_update
 from fedshield.mpc.flame_protocol import FlameParams
 from fedshield.mpc import session as session_module
 from fedshield.mpc.session import PrivateFlameError, ServerPair
+from proctools import pid_alive
 from roundinput import make_input
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def updates(n: int, d: int, seed: int = 0) -> np.ndarray:
