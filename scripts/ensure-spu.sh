@@ -21,6 +21,7 @@ if [ -z "$py" ]; then
   done
 fi
 [ -n "$py" ] || fail "no Python 3.9-3.11 found (SPU 0.9.5 has no wheels for newer Pythons); set PYTHON_SPU=/path/to/python3.11"
+command -v "$py" >/dev/null 2>&1 || fail "$py not found; set PYTHON_SPU=/path/to/python3.11"
 "$py" -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] < (3, 12) else 1)' \
   || fail "$py is not Python 3.9-3.11; set PYTHON_SPU=/path/to/python3.11"
 rm -rf "$VENV"
