@@ -8,7 +8,6 @@ import torch
 
 pytest.importorskip("pyarrow", reason="the traffic readers need pyarrow (pip install 'fedshield[traffic]')")
 
-from fedshield.core.errors import DataFileError  # noqa: E402
 from fedshield.data import load_dataset, partition  # noqa: E402
 from fedshield.data.partition import attack_free, by_device  # noqa: E402
 from fedshield.data.traffic import (  # noqa: E402
@@ -93,9 +92,11 @@ def test_disk_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monkey
     assert load_prepared("unsw_nb15", root, TrafficOptions()).report["test_rows"] == 4 and len(calls) == 3
     assert not list((tmp_path / "cache" / "traffic").glob(".*.tmp"))  # written atomically, nothing left over
     for entry in (tmp_path / "cache" / "traffic").glob("*.npz"):
-        entry.write_bytes(b"PK\x03\x04 truncated")  # a damaged cache file: an error naming it, not a zip traceback
-    with pytest.raises(DataFileError, match=r"unsw_nb15-.*\.npz: damaged traffic cache file"):
-        load_prepared("unsw_nb15", root, TrafficOptions())
+        entry.write_bytes(b"PK\x03\x04 truncated")  # a damaged cache file: a warning naming it, then a re-parse
+    with pytest.warns(UserWarning, match=r"unsw_nb15-.*\.npz: damaged traffic cache file.*re-parsing"):
+        rebuilt = load_prepared("unsw_nb15", root, TrafficOptions())
+    assert len(calls) == 4 and rebuilt.report["test_rows"] == 4
+    assert load_prepared("unsw_nb15", root, TrafficOptions()).report["test_rows"] == 4 and len(calls) == 4  # rewritten
 
 
 def test_synthetic_traffic_is_deterministic_and_has_distinct_families():

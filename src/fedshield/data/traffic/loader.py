@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Optional
@@ -90,7 +91,7 @@ def _load(path: Path) -> PreparedTraffic:
             meta = json.loads(z["meta"].tobytes().decode())
             arrays = {k: (z[k] if k in z.files else None) for k in _ARRAYS}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFileError(f"{path}: damaged traffic cache file ({type(exc).__name__}: {exc}); delete it to re-parse") from None
+        raise DataFileError(f"{path}: damaged traffic cache file ({type(exc).__name__}: {exc})") from None
     return PreparedTraffic(
         **arrays, family_names=tuple(meta["family_names"]), feature_names=tuple(meta["feature_names"]),
         device_names=tuple(meta["device_names"]), report=meta["report"],
@@ -123,7 +124,10 @@ def load_prepared(
     files = source_files(name, root)
     cache = traffic_cache_dir() / f"{name}-{_cache_key(name, files, opts)}.npz"
     if use_cache and cache.is_file():
-        return _load(cache)
+        try:
+            return _load(cache)
+        except DataFileError as exc:  # the cache is derived data (written atomically): rebuild it from the files
+            warnings.warn(f"{exc}; re-parsing the dataset files and rewriting it", stacklevel=2)
     prep = preprocess(_READERS[name](root), opts)
     prep.report["files"] = [str(p) for p in files]
     if use_cache:
