@@ -7,7 +7,9 @@ IID clients of 600 images, 10 per round: 6 benign clients (2 epochs, SGD lr 0.01
 trigger and relabelled 2), batch 64, one thread (as in a sweep with two runs side by side).
 
 * ``fedshield``: ``fedshield.sim.train_clients``, the simulator's own path (attack plan, per-batch poisoner,
-  the trainer).
+  the trainer), with fedshield's C kernels where they can be built (docs/performance.md, "Kernels").
+* ``fedshield, PyTorch ops``: the same with ``fast_kernels=False`` (PyTorch's operations and the for-loop SGD),
+  timed in the same loop, to show what the kernels add.
 * ``plain loop``: what FL code usually writes: a deep copy of the model per client, a DataLoader over a
   TensorDataset, ``torch.optim.lr_scheduler.MultiStepLR`` stepped per epoch, the trigger stamped on a copy
   of each batch, default memory format. It walks the same per-epoch permutations (the same generators).
@@ -18,11 +20,13 @@ work itself, far less disturbed by other jobs on the machine) and their ratios a
 
 Equality (untimed, on the last round's updates), in two parts:
 
-1. Exact. fedshield runs its convolutions in channels_last, the plain loop in the default memory format. Run in
-   the same format, the two give the same updates bit for bit: the plain loop with its model and batches in
-   channels_last against fedshield, and fedshield's trainer in the default format against the plain loop. So
-   the data order, triggers, labels, learning rates, momentum and weight decay are the same arithmetic; a
-   single wrong value changes bits.
+1. Exact. fedshield runs its convolutions in channels_last, the plain loop in the default memory format. With
+   PyTorch's operations and in the same format, the two give the same updates bit for bit: the plain loop with
+   its model and batches in channels_last against fedshield's trainer (``fast_kernels=False``), and that
+   trainer in the default format against the plain loop. So the data order, triggers, labels, learning rates,
+   momentum and weight decay are the same arithmetic; a single wrong value changes bits. The kernels' own
+   distance from that trainer (rounding only: another summation order in one gradient, the fused SGD step) is
+   printed too.
 2. Float tolerance across the formats. There only the convolutions' rounding differs, and up to 50 momentum
    steps through max-pools and ReLUs amplify it chaotically: a client either keeps its float32 rounding error
    at about 1e-5 (relative L2 of the update) or has one near-tie of a max-pool or ReLU decided the other way and
@@ -133,6 +137,12 @@ def main() -> None:
     def fedshield_client(c):
         return train_clients(setup, params, [c], rnd)[0][0]
 
+    # fedshield with PyTorch's plain arithmetic (no C kernels, no fused SGD): what the kernels add
+    torch_ops = replace(setup, trainer=ParallelTrainer(setup.model_fn, 1, cfg.device, fast_kernels=False))
+
+    def fedshield_torch_ops_client(c):
+        return train_clients(torch_ops, params, [c], rnd)[0][0]
+
     def plain_client_of(c, dtype=torch.float32, memory_format=torch.contiguous_format, round_=rnd):
         x, y = setup.client_data(c)
         gen = torch_stream(cfg.seed, "train", round_, c)
@@ -146,6 +156,8 @@ def main() -> None:
     # Interleaved per client (plain, fedshield, plain, ...), so both see the same load; wall time and the
     # process's CPU time (one thread: the work itself, much less sensitive to other jobs on the machine).
     variants = {"plain loop": plain_client_of, "fedshield": fedshield_client}
+    if setup.trainer.main.fast_kernels:
+        variants["fedshield, PyTorch ops"] = fedshield_torch_ops_client
     wall: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     ups: dict[str, list[torch.Tensor]] = {k: [] for k in variants}
@@ -165,11 +177,17 @@ def main() -> None:
                 wall[k].append(tw[k])
                 cpu[k].append(tc[k])
             print(f"round {r}: " + ", ".join(f"{k} {tw[k]:.2f} s wall / {tc[k]:.2f} s CPU" for k in variants), flush=True)
-    # Equality (untimed). Exact: in the same memory format the two are the same arithmetic, bit for bit.
+    # Equality (untimed). Exact: with PyTorch's operations and in the same memory format, fedshield's trainer and
+    # the plain loop are the same arithmetic, bit for bit (data order, triggers, labels, lr, momentum, decay).
     plain_cl = [plain_client_of(c, memory_format=torch.channels_last) for c in selected]
-    default_format = replace(setup, trainer=ParallelTrainer(setup.model_fn, 1, cfg.device, channels_last=False))
+    fs_torch_cl = [fedshield_torch_ops_client(c) for c in selected]
+    default_format = replace(setup, trainer=ParallelTrainer(setup.model_fn, 1, cfg.device, channels_last=False,
+                                                            fast_kernels=False))
     fs_default = [train_clients(default_format, params, [c], rnd)[0][0] for c in selected]
-    exact = all(map(torch.equal, ups["fedshield"], plain_cl)) and all(map(torch.equal, fs_default, ups["plain loop"]))
+    exact = all(map(torch.equal, fs_torch_cl, plain_cl)) and all(map(torch.equal, fs_default, ups["plain loop"]))
+    # The kernels (GEMM + col2im input gradient, fused SGD) change only the rounding: their distance to the
+    # same trainer with PyTorch's operations, in the same memory format.
+    kernel_dist = float(relative_errors(ups["fedshield"], fs_torch_cl).max())
     # Float: across the formats only the rounding differs; the float64 loop says how far each float32 run is from
     # the exact result (the float32 noise of the training itself).
     c0 = time.process_time()
@@ -187,13 +205,21 @@ def main() -> None:
     n_att = sum(c in setup.attacker_rank for c in selected)
     print(f"setting: {args.config}, {len(selected) - n_att} benign x {cfg.train.epochs} epochs + {n_att} attackers x "
           f"{cfg.attack.train.epochs} epochs, {cfg.attack.poison_per_batch}/64 poisoned, {args.threads} thread(s)")
+    print(f"fedshield's C kernels: {'ON' if setup.trainer.main.fast_kernels else 'OFF (PyTorch operations only)'}")
     for label, tt in (("wall", wall), ("CPU", cpu)):
         t_plain, t_fs = statistics.median(tt["plain loop"]), statistics.median(tt["fedshield"])
+        extra = ""
+        if "fedshield, PyTorch ops" in tt:
+            t_ops = statistics.median(tt["fedshield, PyTorch ops"])
+            extra = f" (with PyTorch's operations only: {t_ops:.2f} s, {t_plain / t_ops:.2f}x)"
         print(f"{label:4s} time per attacked round (median of {args.rounds}): plain loop {t_plain:.2f} s, "
-              f"fedshield {t_fs:.2f} s, {t_plain / t_fs:.2f}x the plain loop")
+              f"fedshield {t_fs:.2f} s, {t_plain / t_fs:.2f}x the plain loop{extra}")
     t_fs = statistics.median(cpu["fedshield"])
-    print(f"updates, fedshield vs the plain loop in the same memory format (both in channels_last, both in the "
-          f"default format), all {len(selected)} clients: {'bit for bit EQUAL' if exact else 'DIFFERENT'}")
+    print(f"updates, fedshield with PyTorch's operations vs the plain loop in the same memory format (both in "
+          f"channels_last, both in the default format), all {len(selected)} clients: "
+          f"{'bit for bit EQUAL' if exact else 'DIFFERENT'}")
+    print(f"updates, fedshield with its kernels vs with PyTorch's operations (same format): relative L2 distance "
+          f"{kernel_dist:.1e} (max over the clients; float rounding only)")
     print(f"updates, relative L2 distance to the float64 loop's, max over the {len(selected)} clients: plain loop "
           f"{float(err_plain.max()):.1e}, fedshield {float(err_fs.max()):.1e}; fedshield vs plain loop {between:.1e} "
           f"(float64 loop: {t64:.1f} s CPU, untimed)")

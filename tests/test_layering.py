@@ -1,6 +1,6 @@
 """The package's layering (docs/architecture.md, "Layers"), checked over every import of every module.
 
-Bottom to top: core · data, models, metrics, mpc · attacks, defenses · config · sim · sweep, report, flower · cli.
+Bottom to top: core, kernels · data, models, metrics, mpc · attacks, defenses · config · sim · sweep, report, flower · cli.
 A module may import fedshield modules of its own unit (package or top-level module) and of lower layers only:
 never a higher layer, never a sibling of its own layer. Imports inside functions count too, and an import of a
 fedshield module inside a function is refused outright (it only ever served to dodge a cycle). A module whose
@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fedshield"
 
 LAYERS: dict[str, int] = {
-    "core": 0,
+    "core": 0, "kernels": 0,
     "data": 1, "models": 1, "metrics": 1, "mpc": 1,
     "attacks": 2, "defenses": 2,
     "config": 3,

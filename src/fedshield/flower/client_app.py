@@ -14,7 +14,7 @@ memory. What an attack reads from earlier rounds (Neurotoxin: the model the prev
 with the message instead: the strategy sends it as ``previous-arrays`` next to ``arrays``.
 
 Reply: ``arrays`` = the local model W = G + Δ (one array per layout tensor), ``metrics`` = ``num-examples``,
-``client-id``, ``malicious`` (0/1, informational), ``train-s``, and the wall-clock times ``t-process``,
+``client-id``, ``malicious`` (0/1, informational), ``train-s``, ``kernels`` (0/1: fedshield's C kernels), and the wall-clock times ``t-process``,
 ``t-handler``, ``t-setup``, ``t-trained`` (see :func:`timings`); for ``client-ids``, one ``arrays.<cid>`` /
 ``metrics.<cid>`` pair per client.
 """
@@ -77,6 +77,8 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
                     "client-id": cid,
                     "malicious": int(bad),
                     "train-s": round(time.perf_counter() - t0, 4),
+                    # 1: trained with fedshield's C kernels (fedshield.kernels), 0: PyTorch's operations
+                    "kernels": int(getattr(getattr(setup.trainer, "main", None), "fast_kernels", False)),
                     **timings(t_handler, t_setup),
                 }
             )

@@ -119,6 +119,15 @@ def rows_from_log(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def clients_kernels(events: list[dict[str, Any]]) -> str:
+    """Which arithmetic the clients trained with, from their replies: "fedshield" (C kernels), "torch", "mixed"
+    (some nodes could not build the kernels), or "unknown" (no reply said)."""
+    seen = {int(c["kernels"]) for e in events if e.get("event") == "round" for c in e.get("clients", []) if "kernels" in c}
+    if not seen:
+        return "unknown"
+    return "mixed" if len(seen) > 1 else ("fedshield" if seen == {1} else "torch")
+
+
 def _round_line(row: dict[str, Any], rounds: int, seconds: float) -> str:
     ma = "  -  " if math.isnan(row["ma"]) else f"{row['ma']:.3f}"
     ba = "  -  " if math.isnan(row["ba"]) else f"{row['ba']:.3f}"
@@ -244,7 +253,7 @@ def federate(
     rows = rows_from_log(events)
     write_metrics_csv(out / "metrics.csv", rows)
     summary = summarize(cfg, rows, seconds)
-    summary.update({"engine": "flower", "nodes": nodes})
+    summary.update({"engine": "flower", "nodes": nodes, "kernels": clients_kernels(events)})
     plot_run(rows, out / "metrics.png", title=f"{cfg.name} (Flower, {nodes} nodes)")
     write_json(out / "summary.json", summary)
     return summary

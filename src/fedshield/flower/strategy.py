@@ -58,8 +58,9 @@ def _jsonable(v: Any) -> Any:
 
 
 def _timings(metrics: Optional[MetricRecord]) -> dict[str, float]:
-    """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them."""
-    keys = ("t-process", "t-handler", "t-setup", "t-trained")
+    """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them, and ``kernels``
+    (1 when it trained with fedshield's C kernels)."""
+    keys = ("t-process", "t-handler", "t-setup", "t-trained", "kernels")
     if metrics is None:
         return {}
     return {k.replace("-", "_"): float(metrics[k]) for k in keys if isinstance(metrics.get(k), (int, float))}

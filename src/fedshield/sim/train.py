@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import load as kernels_load
 from ..models import ParamLayout, flatten_params, load_flat_params
 
 __all__ = ["TrainSettings", "LocalTrainer", "ParallelTrainer", "TrainJob", "lr_at_epoch", "local_train_function"]
@@ -75,13 +76,28 @@ class LocalTrainer:
         model_fn: Callable[[], nn.Module],
         device: str | torch.device = "cpu",
         channels_last: bool = True,
+        fast_kernels: Optional[bool] = None,
     ):
+        """``fast_kernels``: None (default) uses fedshield's C kernels where they are available on the CPU
+        (:mod:`fedshield.kernels`) and then also PyTorch's fused SGD step; False gives PyTorch's plain
+        arithmetic (what a plain training loop computes, bit for bit in the same memory format); True requires
+        the kernels (:class:`~fedshield.kernels.KernelBuildError` when they cannot be built)."""
         self.device = torch.device(device)
         self.model = model_fn().to(self.device)
         self.layout = ParamLayout.from_module(self.model)
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        on_cpu = self.device.type == "cpu"
+        if fast_kernels is None:
+            fast_kernels = on_cpu and kernels_load() is not None
+        elif fast_kernels:
+            if not on_cpu:
+                raise ValueError(f"fast_kernels=True needs the CPU; the device is {self.device}")
+            kernels_load(strict=True)
+        self.fast_kernels = bool(fast_kernels)
+        if hasattr(self.model, "fast_kernels"):
+            self.model.fast_kernels = self.fast_kernels
 
     def _prep(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -117,7 +133,8 @@ class LocalTrainer:
         load_flat_params(model, global_params.to(self.device), self.layout)
         model.train()
         opt = torch.optim.SGD(
-            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
+            **({"fused": True} if self.fast_kernels else {}),
         )
         n = len(x)
         bs = settings.batch_size
@@ -174,6 +191,7 @@ class ParallelTrainer:
         workers: int = 1,
         device: str | torch.device = "cpu",
         channels_last: bool = True,
+        fast_kernels: Optional[bool] = None,
     ):
         if workers < 1:
             raise ValueError(f"workers={workers} is invalid; must be >= 1")
@@ -181,8 +199,9 @@ class ParallelTrainer:
         self._model_fn = model_fn
         self._device = device
         self._channels_last = channels_last
+        self._fast_kernels = fast_kernels
         self._local = threading.local()
-        self.main = LocalTrainer(model_fn, device, channels_last)
+        self.main = LocalTrainer(model_fn, device, channels_last, fast_kernels)
         # OpenMP's thread count is per calling thread: each worker sets its own to 1 (the main thread keeps its).
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="client", initializer=torch.set_num_threads, initargs=(1,))
@@ -193,7 +212,7 @@ class ParallelTrainer:
     def _trainer(self) -> LocalTrainer:
         t = getattr(self._local, "trainer", None)
         if t is None:
-            t = self._local.trainer = LocalTrainer(self._model_fn, self._device, self._channels_last)
+            t = self._local.trainer = LocalTrainer(self._model_fn, self._device, self._channels_last, self._fast_kernels)
         return t
 
     def train_many(self, global_params: Tensor, jobs: Sequence[TrainJob]) -> list[Tensor]:
