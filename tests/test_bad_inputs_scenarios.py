@@ -172,3 +172,16 @@ def test_deepsight_on_the_autoencoder_is_refused_at_config_time():
     with pytest.raises(ConfigError, match="defense 'deepsight' reads the model's class outputs; model 'autoencoder'"):
         config_from_dict({**TRAFFIC, "model": "autoencoder", "data": {**TRAFFIC["data"], "server_holdout": 100},
                           "defense": {"name": "deepsight"}})
+
+
+@pytest.mark.parametrize("key, split", [("data.train_subset", "training"), ("eval.test_subset", "test")])
+def test_a_subset_larger_than_the_split_warns_and_uses_all_of_it(monkeypatch, key, split):
+    from fedshield.sim import build_setup
+
+    monkeypatch.delenv("FEDSHIELD_QUICK", raising=False)
+    section, name = key.split(".")
+    cfg = config_from_dict({**TINY, section: {**TINY.get(section, {}), name: 10**7}})
+    with pytest.warns(UserWarning, match=rf"{key}=10000000 is larger than 'synthetic'.s {split} split \(\d+ samples\)"):
+        setup = build_setup(cfg)
+    full = config_from_dict(TINY)
+    assert len(setup.evaluator.test_y) == len(build_setup(full).evaluator.test_y)

@@ -8,6 +8,8 @@ global model, the defense's history, the model the previous round started from) 
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Optional
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import Attack, AttackContext, Trigger, build_attack, named_trigger
-from ..config import ConfigError, ExperimentConfig, TrainConfig
+from ..config import QUICK_ENV, ConfigError, ExperimentConfig, TrainConfig
 from ..data import Dataset, TrafficOptions, load_dataset, partition
 from ..defenses import Defense, DefenseContext, build_defense
 from ..defenses.schedule import scheduled
@@ -136,12 +138,21 @@ def with_start(setup: Setup, start_params: Tensor) -> Setup:
     return replace(setup, start_params=start_params)
 
 
+def _warn_if_capped(key: str, asked: Optional[int], available: int, split: str, dataset: str) -> None:
+    """A subset larger than the split uses the whole split: say so (FEDSHIELD_QUICK's caps are not the user's)."""
+    if asked is not None and asked > available and not os.environ.get(QUICK_ENV):
+        warnings.warn(f"{key}={asked} is larger than {dataset!r}'s {split} split ({available} samples); "
+                      f"all {available} are used", UserWarning, stacklevel=3)
+
+
 def build_setup(cfg: ExperimentConfig) -> Setup:
     check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.data.dataset, cfg.data.root, **traffic_load_args(cfg))
     n_train = len(ds.train_y) if cfg.data.train_subset is None else min(cfg.data.train_subset, len(ds.train_y))
+    _warn_if_capped("data.train_subset", cfg.data.train_subset, len(ds.train_y), "training", cfg.data.dataset)
+    _warn_if_capped("eval.test_subset", cfg.eval.test_subset, len(ds.test_y), "test", cfg.data.dataset)
     labels = ds.train_y[:n_train]
     server_idx = stratified_holdout(labels, cfg.data.server_holdout, ds.num_classes, cfg.seed)
     keep = torch.ones(n_train, dtype=torch.bool)
