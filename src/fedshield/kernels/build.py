@@ -76,7 +76,10 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
     os.close(fd)
     try:
-        res = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120)
+        try:
+            res = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:  # cannot start, or hangs past the timeout
+            raise KernelBuildError(f"{cc} could not compile {SOURCE.name}: {e}") from e
         if res.returncode != 0:
             raise KernelBuildError(f"{cc} failed to compile {SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
         os.replace(tmp, target)
