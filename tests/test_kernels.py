@@ -198,3 +198,15 @@ def test_a_compiler_error_is_reported(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "refused:" in res.stdout and "boom" in res.stdout
     assert not any(p.suffix == ".so" for p in (tmp_path / "cache").iterdir())  # no half-written library left
+
+
+@needs_kernels
+def test_a_hooked_convolution_is_called_as_a_module():
+    m = build_model("lenet").to(memory_format=CL)
+    m.fast_kernels = True
+    seen = []
+    handle = m.conv2.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    x = torch.rand(4, 1, 28, 28).contiguous(memory_format=CL)
+    m(x).sum().backward()
+    handle.remove()
+    assert seen == [torch.Size([4, 50, 8, 8])]

@@ -161,9 +161,11 @@ class ImageModel(nn.Module):
         return max_pool2_relu(x) if self.fast_kernels else torch.relu(torch.max_pool2d(x, 2))
 
     def conv(self, layer: nn.Conv2d, x: Tensor) -> Tensor:
-        """``layer(x)``, with the GEMM + col2im input gradient when ``fast_kernels`` (stride 1, no padding)."""
+        """``layer(x)``, with the GEMM + col2im input gradient when ``fast_kernels`` (stride 1, no padding). A layer
+        with forward hooks is always called as a module, so its hooks run."""
         if (self.fast_kernels and layer.stride == (1, 1) and layer.padding == (0, 0) and layer.dilation == (1, 1)
-                and layer.groups == 1):
+                and layer.groups == 1 and layer.padding_mode == "zeros"
+                and not (layer._forward_hooks or layer._forward_pre_hooks)):
             return kernel_conv2d(x, layer.weight, layer.bias)
         return layer(x)
 
