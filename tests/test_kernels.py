@@ -156,11 +156,18 @@ def test_turned_off_by_environment_gives_torch_ops():
         from fedshield.kernels import fast_path_available
         from fedshield.models import build_model
         from fedshield.sim.train import LocalTrainer
+        from fedshield.kernels import KernelBuildError
         t = LocalTrainer(lambda: build_model("lenet"))
         print(fast_path_available(), t.fast_kernels, t.model.fast_kernels)
+        try:
+            LocalTrainer(lambda: build_model("lenet"), fast_kernels=True)
+        except KernelBuildError as e:
+            print("refused:", e)
     """, FEDSHIELD_KERNELS="torch")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["False", "False", "False"]
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["False", "False", "False"]
+    assert lines[1].startswith("refused:") and "FEDSHIELD_KERNELS" in lines[1]
 
 
 def test_without_a_compiler_warns_and_falls_back(tmp_path):

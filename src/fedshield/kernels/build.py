@@ -31,6 +31,7 @@ FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c99"]
 
 _lock = threading.Lock()
 _cache: dict[str, object] = {}
+_MISSING = object()
 
 
 class KernelBuildError(RuntimeError):
@@ -105,7 +106,12 @@ def load(strict: bool = False) -> Optional[ctypes.CDLL]:
     ``strict=True`` raises :class:`KernelBuildError` instead of returning None after a failed build (a
     warning names the reason otherwise, once per process).
     """
+    lib = _cache.get("lib", _MISSING)  # the hot path: a few calls per training step
+    if lib is not _MISSING and lib is not None:
+        return lib  # type: ignore[return-value]
     if not kernels_requested():
+        if strict:
+            raise KernelBuildError("the C kernels are turned off (FEDSHIELD_KERNELS=torch in the environment)")
         return None
     with _lock:
         if "lib" in _cache:
