@@ -78,13 +78,14 @@ def test_pool_relu_falls_back_for_other_layouts_and_dtypes():
 
 
 @needs_kernels
-@pytest.mark.parametrize("n,cin,cout,h,k", [(64, 20, 50, 12, 5), (3, 4, 7, 9, 3), (13, 2, 5, 6, 1), (1, 3, 2, 4, 4)])
-def test_conv2d_forward_and_weight_grads_exact_input_grad_to_rounding(n, cin, cout, h, k):
+@pytest.mark.parametrize("n,cin,cout,h,w_,k", [(64, 20, 50, 12, 12, 5), (3, 4, 7, 9, 9, 3), (13, 2, 5, 6, 6, 1),
+                                              (1, 3, 2, 4, 4, 4), (2, 3, 4, 7, 10, 3)])
+def test_conv2d_forward_and_weight_grads_exact_input_grad_to_rounding(n, cin, cout, h, w_, k):
     torch.manual_seed(1)
-    x = torch.randn(n, cin, h, h).contiguous(memory_format=CL).requires_grad_()
+    x = torch.randn(n, cin, h, w_).contiguous(memory_format=CL).requires_grad_()
     w = torch.randn(cout, cin, k, k).contiguous(memory_format=CL).requires_grad_()
     b = torch.randn(cout).requires_grad_()
-    g = torch.randn(n, cout, h - k + 1, h - k + 1).contiguous(memory_format=CL)
+    g = torch.randn(n, cout, h - k + 1, w_ - k + 1).contiguous(memory_format=CL)
     y = conv2d(x, w, b)
     y.backward(g)
     mine = [t.grad.clone() for t in (x, w, b)]
