@@ -78,7 +78,7 @@ def make_client_app(base_dir: str | Path | None = None) -> ClientApp:
                     "malicious": int(bad),
                     "train-s": round(time.perf_counter() - t0, 4),
                     # 1: trained with fedshield's C kernels (fedshield.kernels), 0: PyTorch's operations
-                    "kernels": int(getattr(getattr(setup.trainer, "main", None), "fast_kernels", False)),
+                    "kernels": int(setup.trainer.fast_kernels),
                     **timings(t_handler, t_setup),
                 }
             )

@@ -62,7 +62,6 @@ class _Conv2dGemm(torch.autograd.Function):
         n, cin, h, w, cout, k = ctx.shape
         ho, wo = h - k + 1, w - k + 1
         go = grad_out.contiguous(memory_format=_CL)
-        g2 = go.permute(0, 2, 3, 1).reshape(n * ho * wo, cout)  # a view: NHWC rows
         need_x, need_w, need_b = ctx.needs_input_grad
         gx = gw = gb = None
         if need_w or need_b:
@@ -73,7 +72,7 @@ class _Conv2dGemm(torch.autograd.Function):
             gb = gb if need_b and ctx.has_bias else None
         if need_x:
             wk = weight.detach().permute(0, 2, 3, 1).reshape(cout, k * k * cin)  # (Co, kh, kw, Ci)
-            g3 = g2.view(n, ho * wo, cout)
+            g3 = go.permute(0, 2, 3, 1).reshape(n, ho * wo, cout)  # a view: NHWC rows per image
             out = torch.zeros((n, h, w, cin), dtype=x.dtype)
             per = max(1, _COLS_BYTES // (ho * wo * k * k * cin * 4))
             buf = torch.empty((min(per, n) * ho * wo, k * k * cin), dtype=x.dtype)

@@ -276,7 +276,7 @@ def run_experiment(
     summary = summarize(cfg, state.rows, seconds)
     summary.update(pretrain)
     # which arithmetic trained the clients (fedshield.kernels): "fedshield" (C kernels + fused SGD) or "torch"
-    summary["kernels"] = "fedshield" if getattr(getattr(setup.trainer, "main", None), "fast_kernels", False) else "torch"
+    summary["kernels"] = "fedshield" if setup.trainer.fast_kernels else "torch"
     if setup.dataset.traffic is not None:  # what the traffic preprocessing did (non-finite counts, split, columns)
         rep = setup.dataset.traffic.report
         keys = ("split", "train_rows", "test_rows", "features", "dropped_columns", "nonfinite", "family_counts_train")

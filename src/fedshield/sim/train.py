@@ -209,6 +209,11 @@ class ParallelTrainer:
             else None
         )
 
+    @property
+    def fast_kernels(self) -> bool:
+        """Whether the clients train with fedshield's C kernels (see :class:`LocalTrainer`)."""
+        return self.main.fast_kernels
+
     def _trainer(self) -> LocalTrainer:
         t = getattr(self._local, "trainer", None)
         if t is None:
