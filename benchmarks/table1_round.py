@@ -25,7 +25,7 @@ Equality (untimed, on the last round's updates), in two parts:
    its model and batches in channels_last against fedshield's trainer (``fast_kernels=False``), and that
    trainer in the default format against the plain loop. So the data order, triggers, labels, learning rates,
    momentum and weight decay are the same arithmetic; a single wrong value changes bits. The kernels' own
-   distance from that trainer (rounding only: another summation order in one gradient, the fused SGD step) is
+   distance from that trainer (rounding only: other summation orders in the backward kernels, the fused SGD step) is
    printed too.
 2. Float tolerance across the formats. There only the convolutions' rounding differs, and up to 50 momentum
    steps through max-pools and ReLUs amplify it chaotically: a client either keeps its float32 rounding error
@@ -185,7 +185,7 @@ def main() -> None:
                                                             fast_kernels=False))
     fs_default = [train_clients(default_format, params, [c], rnd)[0][0] for c in selected]
     exact = all(map(torch.equal, fs_torch_cl, plain_cl)) and all(map(torch.equal, fs_default, ups["plain loop"]))
-    # The kernels (GEMM + col2im input gradient, fused SGD) change only the rounding: their distance to the
+    # The kernels (backward passes from the pooled gradient, fused SGD) change only the rounding: their distance to the
     # same trainer with PyTorch's operations, in the same memory format.
     kernel_dist = float(relative_errors(ups["fedshield"], fs_torch_cl).max())
     # Float: across the formats only the rounding differs; the float64 loop says how far each float32 run is from

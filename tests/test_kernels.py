@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fedshield.attacks import BatchPoisoner, named_trigger
-from fedshield.kernels import conv2d, fast_path_available, load, max_pool2_relu
+from fedshield.kernels import conv_pool_relu, fast_path_available, load, max_pool2_relu
 from fedshield.models import build_model, flatten_params
 from fedshield.sim.evaluate import accuracy
 from fedshield.sim.train import LocalTrainer, TrainSettings
@@ -26,27 +26,6 @@ def _same_bits(a, b):
 
 def _rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-@needs_kernels
-def test_col2im_known_answer():
-    # 1 image, 3x3, 1 channel, K = 2: every column entry 1 -> each pixel counts the windows covering it.
-    cols = torch.ones(1 * 2 * 2, 2 * 2 * 1)
-    out = torch.zeros(1, 3, 3, 1)
-    load().col2im_nhwc(cols.data_ptr(), out.data_ptr(), 1, 3, 3, 1, 2)
-    assert out.view(3, 3).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
-    # distinct values: window (oh, ow), tap (kh, kw) lands on pixel (oh + kh, ow + kw)
-    cols = torch.arange(16, dtype=torch.float32).view(4, 4)  # rows (oh, ow), columns (kh, kw)
-    out.zero_()
-    load().col2im_nhwc(cols.data_ptr(), out.data_ptr(), 1, 3, 3, 1, 2)
-    expect = torch.zeros(3, 3)
-    for oh in range(2):
-        for ow in range(2):
-            for kh in range(2):
-                for kw in range(2):
-                    expect[oh + kh, ow + kw] += cols[oh * 2 + ow, kh * 2 + kw]
-    assert torch.equal(out.view(3, 3), expect)
-    assert out[0, 1, 1, 0] == 0 + 5 + 10 + 15  # the centre: one tap from each window
 
 
 @needs_kernels
@@ -77,40 +56,116 @@ def test_pool_relu_falls_back_for_other_layouts_and_dtypes():
     assert torch.equal(max_pool2_relu(xd), torch.relu(torch.max_pool2d(xd, 2)))
 
 
+def _hand_block(first_layer):
+    """1 image, 3 x 3 input, 2 x 2 kernels, 2 output channels: conv -> 2 x 2, pool -> 1 x 1."""
+    x = torch.tensor([[1.0, 2, 3], [4, 5, 9], [7, 8, 6]]).view(1, 1, 3, 3).contiguous(memory_format=CL)
+    # channel 0 reads each patch's top-left pixel: conv [[1, 2], [4, 5]], max 5 at window element 3
+    # channel 1 is 10 minus the bottom-right pixel: conv [[5, 1], [2, 4]], max 5 at window element 0
+    w = torch.tensor([[[[1.0, 0], [0, 0]]], [[[0, 0], [0, -1]]]]).contiguous(memory_format=CL).requires_grad_()
+    b = torch.tensor([0.0, 10.0]).requires_grad_()
+    x.requires_grad_(not first_layer)
+    out = conv_pool_relu(x, w, b)
+    assert out.view(2).tolist() == [5.0, 5.0]
+    out.backward(torch.tensor([2.0, 3.0]).view(1, 2, 1, 1))
+    return x, w, b
+
+
 @needs_kernels
-@pytest.mark.parametrize("n,cin,cout,h,w_,k", [(64, 20, 50, 12, 12, 5), (3, 4, 7, 9, 9, 3), (13, 2, 5, 6, 6, 1),
-                                              (1, 3, 2, 4, 4, 4), (2, 3, 4, 7, 10, 3)])
-def test_conv2d_forward_and_weight_grads_exact_input_grad_to_rounding(n, cin, cout, h, w_, k):
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_conv_pool_relu_gradients_known_answer(first_layer):
+    x, w, b = _hand_block(first_layer)
+    # weight gradient: each channel's output gradient times the patch under its window's maximum
+    assert w.grad.view(2, 4).tolist() == [[10.0, 18, 16, 12], [3.0, 6, 12, 15]]
+    assert b.grad.tolist() == [2.0, 3.0]
+    if first_layer:
+        assert x.grad is None
+    else:  # input gradient: g * w[co] on the patch that produced each channel's maximum
+        assert x.grad.view(3, 3).tolist() == [[0.0, 0, 0], [0, 2 - 3, 0], [0, 0, 0]]
+
+
+@needs_kernels
+def test_conv_pool_relu_passes_no_gradient_where_relu_cuts():
+    x = torch.tensor([[1.0, 2, 3], [4, 5, 9], [7, 8, 6]]).view(1, 1, 3, 3).contiguous(memory_format=CL)
+    x.requires_grad_()
+    w = (-torch.ones(1, 1, 2, 2)).requires_grad_()  # every window negative: relu outputs 0
+    out = conv_pool_relu(x, w, None)
+    out.backward(torch.ones_like(out))
+    assert out.item() == 0 and not x.grad.any() and not w.grad.any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("n,cin,cout,h,w_,k", [(64, 20, 50, 12, 12, 5), (64, 1, 20, 28, 28, 5), (8, 16, 32, 12, 12, 5),
+                                              (5, 3, 7, 13, 11, 3), (4, 2, 33, 9, 10, 5), (3, 1, 16, 7, 8, 2)])
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_conv_pool_relu_matches_torch_and_float64(n, cin, cout, h, w_, k, first_layer):
     torch.manual_seed(1)
-    x = torch.randn(n, cin, h, w_).contiguous(memory_format=CL).requires_grad_()
-    w = torch.randn(cout, cin, k, k).contiguous(memory_format=CL).requires_grad_()
-    b = torch.randn(cout).requires_grad_()
-    g = torch.randn(n, cout, h - k + 1, w_ - k + 1).contiguous(memory_format=CL)
-    y = conv2d(x, w, b)
+    x = torch.randn(n, cin, h, w_).contiguous(memory_format=CL).requires_grad_(not first_layer)
+    w = (torch.randn(cout, cin, k, k) * 0.3).contiguous(memory_format=CL).requires_grad_()
+    b = (torch.randn(cout) * 0.1).requires_grad_()
+    hp, wp = (h - k + 1) // 2, (w_ - k + 1) // 2
+    g = torch.randn(n, cout, hp, wp)
+    y = conv_pool_relu(x, w, b)
     y.backward(g)
-    mine = [t.grad.clone() for t in (x, w, b)]
+    mine = [t.grad.clone() for t in (x, w, b) if t.requires_grad]
     for t in (x, w, b):
         t.grad = None
-    ref = F.conv2d(x, w, b)
+    ref = torch.relu(F.max_pool2d(F.conv2d(x, w, b), 2))
     ref.backward(g)
-    assert torch.equal(y, ref)
-    assert torch.equal(mine[1], w.grad) and torch.equal(mine[2], b.grad)  # oneDNN's own weight/bias gradient
-    assert _rel(mine[0], x.grad) < 1e-5  # the input gradient: GEMM + col2im, another summation order
-    # ... and it is the exact input gradient, not just close to oneDNN's: against float64
-    x64, w64 = x.detach().double().requires_grad_(), w.detach().double()
-    F.conv2d(x64, w64).backward(g.double())
-    assert _rel(mine[0], x64.grad) < 1e-5
-    assert mine[0].is_contiguous(memory_format=CL)
+    assert torch.equal(y, ref)  # the forward pass: oneDNN's convolution and the exact pool kernel
+    assert y.is_contiguous(memory_format=CL)
+    torch_grads = [t.grad for t in (x, w, b) if t.requires_grad]
+    x64, w64, b64 = (t.detach().double().requires_grad_(t.requires_grad) for t in (x, w, b))
+    torch.relu(F.max_pool2d(F.conv2d(x64, w64, b64), 2)).backward(g.double())
+    exact = [t.grad for t in (x64, w64, b64) if t.requires_grad]
+    for got, theirs, ex in zip(mine, torch_grads, exact):
+        assert got.shape == ex.shape  # and each gradient in its tensor's memory format:
+        assert all(got.is_contiguous(memory_format=f) == theirs.is_contiguous(memory_format=f)
+                   for f in (torch.contiguous_format, CL))
+        assert _rel(got, ex) < 1e-5  # float32 rounding only, as PyTorch's own
+        assert _rel(theirs, ex) < 1e-5
 
 
-def test_conv2d_uses_torch_for_the_first_layer_and_without_grad():
+@needs_kernels
+def test_conv_pool_relu_is_plain_torch_without_grad_or_in_nchw():
     torch.manual_seed(2)
-    x = torch.randn(2, 1, 8, 8).contiguous(memory_format=CL)  # needs no gradient: plain F.conv2d
-    w, b = torch.randn(4, 1, 3, 3).requires_grad_(), torch.randn(4)
-    y = conv2d(x, w, b)
-    assert y.grad_fn is not None and "Convolution" in type(y.grad_fn).__name__
+    x = torch.randn(2, 3, 10, 10)
+    w, b = torch.randn(4, 3, 3, 3).requires_grad_(), torch.randn(4)
+    y = conv_pool_relu(x, w, b)  # NCHW input: PyTorch's own operations and autograd
+    assert torch.equal(y, torch.relu(F.max_pool2d(F.conv2d(x, w, b), 2))) and "ConvPool" not in type(y.grad_fn).__name__
+    xc = x.contiguous(memory_format=CL)
     with torch.no_grad():
-        assert torch.equal(conv2d(x.requires_grad_(), w, b), F.conv2d(x, w, b))
+        assert torch.equal(conv_pool_relu(xc, w, b), torch.relu(F.max_pool2d(F.conv2d(xc, w, b), 2)))
+
+
+@needs_kernels
+def test_portable_weight_gradient_agrees_with_the_vector_one(tmp_path):
+    """conv_pool_wgrad has an AVX-512 body and a portable one; build the library without AVX-512 too and compare."""
+    import ctypes
+
+    from fedshield.kernels import build
+
+    cc = os.environ.get("CC") or "cc"
+    lib_path = tmp_path / "portable.so"
+    flags = [f for f in build.FLAGS if f != "-march=native"]
+    res = subprocess.run([cc, *flags, "-o", str(lib_path), str(build.SOURCE)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    portable = build._declare(ctypes.CDLL(str(lib_path)))
+    torch.manual_seed(5)
+    for n, cin, h, k, cout in [(16, 1, 28, 5, 20), (3, 3, 11, 3, 7), (2, 2, 9, 5, 33)]:
+        x = torch.rand(n, cin, h, h).contiguous(memory_format=CL)
+        conv = F.conv2d(x, torch.randn(cout, cin, k, k)).contiguous(memory_format=CL)
+        hp = (h - k + 1) // 2
+        out = torch.empty(n, cout, hp, hp).contiguous(memory_format=CL)
+        code = torch.empty(n, cout, hp, hp, dtype=torch.uint8).contiguous(memory_format=CL)
+        load().pool_relu_fwd(conv.data_ptr(), out.data_ptr(), code.data_ptr(), n, h - k + 1, h - k + 1, cout)
+        g = torch.randn(n, cout, hp, hp).contiguous(memory_format=CL)
+        results = []
+        for lib in (load(), portable):
+            acc, gb = torch.zeros(k * k * cin, cout), torch.zeros(cout)
+            lib.conv_pool_wgrad(x.data_ptr(), g.data_ptr(), code.data_ptr(), acc.data_ptr(), gb.data_ptr(),
+                                n, h, h, cin, k, cout)
+            results.append((acc, gb))
+        assert _rel(results[0][0], results[1][0]) < 1e-5 and _rel(results[0][1], results[1][1]) < 1e-5
 
 
 def _attacker_update(fast_kernels):
@@ -144,6 +199,11 @@ def test_evaluation_with_the_pool_kernel_gives_the_same_predictions():
         fast = m(x.contiguous(memory_format=CL))
     assert torch.equal(ref, fast)
     assert accuracy(m, x, y, 128) == float((ref.argmax(1) == y).double().mean())
+    with torch.no_grad():  # the evaluation batch size changes the logits by float rounding at most
+        xc = x.contiguous(memory_format=CL)
+        for bs in (7, 64, 256):
+            logits = torch.cat([m(xc[s : s + bs]) for s in range(0, 300, bs)])
+            assert torch.allclose(logits, fast, rtol=0, atol=1e-6) and torch.equal(logits.argmax(1), fast.argmax(1))
 
 
 def _run_python(code, **env):

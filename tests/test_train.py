@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from fedshield.attacks import BatchPoisoner, named_trigger
 from fedshield.models import build_model, flatten_params, load_flat_params
-from fedshield.sim.train import LocalTrainer, ParallelTrainer, TrainSettings, lr_at_epoch
+from fedshield.sim.train import FusedSGD, LocalTrainer, ParallelTrainer, TrainSettings, lr_at_epoch
 
 
 def test_multistep_schedule_of_dba_attackers():
@@ -128,3 +128,45 @@ def test_parallel_trainer_matches_sequential_and_keeps_order():
     for a, b in zip(seq, par):
         assert torch.equal(a, b)
     assert not torch.equal(seq[0], seq[1])
+
+
+def _sgd_steps(opt_fn, late: bool, momentum: float):
+    torch.manual_seed(0)
+    params = [torch.randn(s, requires_grad=True) for s in [(5, 3), (7,), (2, 2, 3)]]
+    opt = opt_fn(params)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(6):
+        lr = 0.1 if step < 3 else 0.01
+        if isinstance(opt, FusedSGD):
+            opt.lr = lr
+        else:
+            opt.param_groups[0]["lr"] = lr
+        opt.zero_grad()
+        for i, p in enumerate(params):
+            g = torch.randn(p.shape, generator=gen)
+            if not (late and i == 2 and step < 2):  # the last parameter gets no gradient in the first two steps
+                p.grad = g
+        opt.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_fused_sgd_is_torch_fused_sgd_bit_for_bit(momentum):
+    """FusedSGD (the trainer's step with the kernels on) against torch.optim.SGD(fused=True), lr changed between
+    steps, with weight decay."""
+    ours = _sgd_steps(lambda ps: FusedSGD(ps, lr=0.1, momentum=momentum, weight_decay=5e-4), False, momentum)
+    ref = _sgd_steps(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=momentum, weight_decay=5e-4, fused=True),
+                     False, momentum)
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_fused_sgd_skips_a_parameter_without_gradient(momentum):
+    """A parameter without a gradient is skipped and its momentum starts at its first gradient, as in torch's
+    for-loop SGD (torch's fused SGD raises there); the fused arithmetic rounds differently, hence the tolerance."""
+    ours = _sgd_steps(lambda ps: FusedSGD(ps, lr=0.1, momentum=momentum, weight_decay=5e-4), True, momentum)
+    ref = _sgd_steps(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=momentum, weight_decay=5e-4), True, momentum)
+    start = _sgd_steps(lambda ps: torch.optim.SGD(ps, lr=0.0), True, momentum)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ours[2], start[2])  # the late parameter moved

@@ -247,7 +247,7 @@ class DefenseConfig(_Strict):
 
 class EvalConfig(_Strict):
     every: int = Field(1, ge=1)  # evaluate every E rounds (and always after the last)
-    batch_size: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=1)  # images per forward pass (speed; docs/performance.md, Evaluation)
     test_subset: Optional[int] = Field(None, gt=0)  # evaluate on a fixed random subset of the test set
 
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .core.errors import ConfigError
 from .core.registry import Registry
-from .kernels import conv2d as kernel_conv2d
+from .kernels import conv_pool_relu as kernel_conv_pool_relu
 from .kernels import max_pool2_relu
 
 __all__ = [
@@ -152,22 +152,28 @@ class ImageModel(nn.Module):
 
     input_mean: Optional[Tensor] = None
     input_std: Optional[Tensor] = None
-    # fedshield's trainer and evaluator set this (fedshield.kernels): the second convolution's input gradient as
-    # GEMM + col2im and relu(max_pool) as one C kernel. False: PyTorch's operations only (a plain model).
+    # fedshield's trainer and evaluator set this (fedshield.kernels): relu(max_pool) as one C kernel and each
+    # conv-pool-relu block's backward pass from the pooled gradient. False: PyTorch's operations only (a plain model).
     fast_kernels: bool = False
 
     def pool_relu(self, x: Tensor) -> Tensor:
         """relu(max_pool2d(x, 2)): equal to maxpool(relu(x)) (both monotone) with the same gradients, on 4× fewer values."""
         return max_pool2_relu(x) if self.fast_kernels else torch.relu(torch.max_pool2d(x, 2))
 
-    def conv(self, layer: nn.Conv2d, x: Tensor) -> Tensor:
-        """``layer(x)``, with the GEMM + col2im input gradient when ``fast_kernels`` (stride 1, no padding). A layer
-        with forward hooks is always called as a module, so its hooks run."""
-        if (self.fast_kernels and layer.stride == (1, 1) and layer.padding == (0, 0) and layer.dilation == (1, 1)
-                and layer.groups == 1 and layer.padding_mode == "zeros"
-                and not (layer._forward_hooks or layer._forward_pre_hooks)):
-            return kernel_conv2d(x, layer.weight, layer.bias)
-        return layer(x)
+    def conv_pool_relu(self, layer: nn.Conv2d, x: Tensor) -> Tensor:
+        """``pool_relu(layer(x))``. With ``fast_kernels`` and a plain layer (stride 1, no padding, no hooks: a hooked
+        layer is always called as a module, so its hooks run) the backward pass works from the pooled gradient
+        (:func:`fedshield.kernels.conv_pool_relu`)."""
+        if self.fast_kernels and self._plain_conv(layer):
+            return kernel_conv_pool_relu(x, layer.weight, layer.bias)
+        return self.pool_relu(layer(x))
+
+    @staticmethod
+    def _plain_conv(layer: nn.Conv2d) -> bool:
+        return (layer.stride == (1, 1) and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1
+                and layer.padding_mode == "zeros"
+                and not (layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks
+                         or layer._backward_pre_hooks))
 
     def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         m = torch.as_tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
@@ -198,8 +204,8 @@ class LeNet(ImageModel):
         self.fc2 = nn.Linear(500, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pool_relu(self.conv1(self.normalize_input(x)))
-        x = self.pool_relu(self.conv(self.conv2, x))
+        x = self.conv_pool_relu(self.conv1, self.normalize_input(x))
+        x = self.conv_pool_relu(self.conv2, x)
         x = torch.flatten(x, 1)
         return self.fc2(torch.relu(self.fc1(x)))
 
@@ -215,8 +221,8 @@ class SmallCNN(ImageModel):
         self.fc = nn.Linear(32 * side * side, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pool_relu(self.conv1(self.normalize_input(x)))
-        x = self.pool_relu(self.conv(self.conv2, x))
+        x = self.conv_pool_relu(self.conv1, self.normalize_input(x))
+        x = self.conv_pool_relu(self.conv2, x)
         return self.fc(torch.flatten(x, 1))
 
 

@@ -27,7 +27,7 @@ from typing import Optional
 __all__ = ["load", "kernels_requested", "KernelBuildError"]
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c99"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99"]
 
 _lock = threading.Lock()
 _cache: dict[str, object] = {}
@@ -92,10 +92,11 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     P, L = ctypes.c_void_p, ctypes.c_long
-    lib.col2im_nhwc.argtypes = [P, P, L, L, L, L, L]
     lib.pool_relu_fwd.argtypes = [P, P, P, L, L, L, L]
     lib.pool_relu_bwd.argtypes = [P, P, P, L, L, L, L]
-    for fn in (lib.col2im_nhwc, lib.pool_relu_fwd, lib.pool_relu_bwd):
+    lib.conv_pool_wgrad.argtypes = [P, P, P, P, P, L, L, L, L, L, L]
+    lib.conv_pool_dgrad.argtypes = [P, P, P, P, L, L, L, L, L, L]
+    for fn in (lib.pool_relu_fwd, lib.pool_relu_bwd, lib.conv_pool_wgrad, lib.conv_pool_dgrad):
         fn.restype = None
     return lib
 

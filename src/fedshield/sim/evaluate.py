@@ -22,7 +22,7 @@ __all__ = ["Evaluator", "accuracy", "predict"]
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     """(N,) predicted labels (argmax of the logits), eval mode, large batches."""
     model.eval()
     device = next(model.parameters()).device
@@ -30,7 +30,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000, channels_last: bool = True) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256, channels_last: bool = True) -> float:
     """Share of ``x`` that ``model`` classifies as ``y`` (eval mode, large batches)."""
     if len(x) == 0:
         raise ValueError("cannot compute accuracy on an empty set")
@@ -53,7 +53,7 @@ class Evaluator:
         model_fn: Callable[[], nn.Module],
         test_x: Tensor,
         test_y: Tensor,
-        batch_size: int = 1000,
+        batch_size: int = 256,
         device: str | torch.device = "cpu",
         backdoor_set: Optional[tuple[Tensor, Tensor]] = None,
         traffic: bool = False,

@@ -68,6 +68,45 @@ def lr_at_epoch(settings: TrainSettings, epoch: int) -> float:
     return settings.lr * settings.gamma**passed
 
 
+class FusedSGD:
+    """``torch.optim.SGD(params, lr, momentum, weight_decay=..., fused=True)``'s step, bit for bit, without the
+    optimizer's per-step Python work (grouping the tensors by device and dtype, state look-ups): one
+    ``torch._fused_sgd_`` call on lists built once. The lr may be changed between steps (``self.lr``).
+    """
+
+    def __init__(self, params: Sequence[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self._buffers: list[Optional[Tensor]] = [None] * len(self.params)
+
+    def step(self) -> None:
+        """One step for the parameters that have a gradient (the others are skipped, as torch's SGD does)."""
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if self.momentum == 0:
+            self._fused(have, [], False)
+            return
+        new = [i for i in have if self._buffers[i] is None]
+        for i in new:
+            self._buffers[i] = torch.empty_like(self.params[i].grad)  # type: ignore[arg-type]
+        if new:  # a buffer's first step: buf = grad (torch's is_first_step), one call per kind
+            self._fused(new, [self._buffers[i] for i in new], True)
+        old = [i for i in have if i not in new] if new else have
+        if old:
+            self._fused(old, [self._buffers[i] for i in old], False)
+
+    def _fused(self, idx: list[int], buffers: list[Any], first: bool) -> None:
+        if not idx:
+            return
+        torch._fused_sgd_(
+            [self.params[i] for i in idx], [self.params[i].grad for i in idx], buffers,
+            weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False,
+            maximize=False, is_first_step=first, grad_scale=None, found_inf=None)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
 class LocalTrainer:
     """Trains clients one after another on a single reusable model; returns each client's update Δ = W − G."""
 
@@ -79,7 +118,7 @@ class LocalTrainer:
         fast_kernels: Optional[bool] = None,
     ):
         """``fast_kernels``: None (default) uses fedshield's C kernels where they are available on the CPU
-        (:mod:`fedshield.kernels`) and then also PyTorch's fused SGD step; False gives PyTorch's plain
+        (:mod:`fedshield.kernels`) and then also the fused SGD step (:class:`FusedSGD`); False gives PyTorch's plain
         arithmetic (what a plain training loop computes, bit for bit in the same memory format); True requires
         the kernels (:class:`~fedshield.kernels.KernelBuildError` when they cannot be built)."""
         self.device = torch.device(device)
@@ -132,10 +171,13 @@ class LocalTrainer:
             x, y = x.to(self.device), y.to(self.device)
         load_flat_params(model, global_params.to(self.device), self.layout)
         model.train()
-        opt = torch.optim.SGD(
-            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
-            **({"fused": True} if self.fast_kernels else {}),
-        )
+        opt: Any
+        if self.fast_kernels:
+            opt = FusedSGD([p for p in model.parameters() if p.requires_grad], settings.lr, settings.momentum,
+                           settings.weight_decay)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                  weight_decay=settings.weight_decay)
         n = len(x)
         bs = settings.batch_size
         params: list[Tensor] = []
@@ -149,17 +191,20 @@ class LocalTrainer:
         own_loss = getattr(model, "training_loss", None)  # models with their own objective (the autoencoder)
         for epoch in range(settings.epochs):
             lr = lr_at_epoch(settings, epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            if self.fast_kernels:
+                opt.lr = lr
+            else:
+                for group in opt.param_groups:
+                    group["lr"] = lr
             perm = torch.randperm(n, generator=generator)
             for start in range(0, n, bs):
                 idx = perm[start : start + bs]
-                xb, yb = x[idx], y[idx]
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)  # = x[idx], y[idx]; cheaper
                 if poisoner is not None:
                     xb, yb = poisoner(xb, yb)
                 xb = self._prep(xb)
                 yb = yb.to(self.device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()  # set_to_none
                 loss = own_loss(xb, yb) if own_loss is not None else F.cross_entropy(model(xb), yb)
                 if hooks is None:
                     loss.backward()
