@@ -268,3 +268,12 @@ def test_a_hooked_convolution_is_called_as_a_module():
     m(x).sum().backward()
     handle.remove()
     assert seen == [torch.Size([4, 50, 8, 8])]
+
+
+@needs_kernels
+def test_a_second_derivative_through_the_kernels_is_refused():
+    x = torch.randn(2, 3, 10, 10).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(4, 3, 3, 3).contiguous(memory_format=CL).requires_grad_()
+    (gx,) = torch.autograd.grad(conv_pool_relu(x, w).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiable"):
+        gx.sum().backward()

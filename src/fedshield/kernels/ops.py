@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .build import load
 
@@ -54,6 +55,7 @@ class _MaxPool2ReLU(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a second derivative through the C kernels raises instead of being silently wrong
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (code,) = ctx.saved_tensors
         n, c, h, w = ctx.in_shape
@@ -95,6 +97,7 @@ class _ConvPoolReLU(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a second derivative through the C kernels raises instead of being silently wrong
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         lib = load()
         x, weight, code = ctx.saved_tensors
