@@ -170,3 +170,17 @@ def test_fused_sgd_skips_a_parameter_without_gradient(momentum):
     for a, b in zip(ours, ref):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
     assert not torch.equal(ours[2], start[2])  # the late parameter moved
+
+
+def test_the_default_memory_format_alone_gives_the_textbook_loop():
+    """channels_last=False with fast_kernels left at auto: no kernels, no fused step (they are a channels_last fast
+    path; a 1-channel NCHW batch also counts as channels_last, so they would otherwise reach the first layer)."""
+    torch.manual_seed(3)
+    g0 = flatten_params(build_model("lenet"))
+    x, y = _data(75)
+    s = TrainSettings(lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=5, batch_size=32, milestones=(0.2, 0.8))
+    poison = BatchPoisoner(named_trigger("dba").part(1), target=2, per_batch=10)
+    trainer = LocalTrainer(lambda: build_model("lenet"), channels_last=False)
+    assert trainer.fast_kernels is False
+    upd = trainer.train(g0, x, y, s, torch.Generator().manual_seed(5), poison)
+    assert torch.equal(upd, _textbook_attacker(g0, x, y, s, 5, poison, torch.contiguous_format))

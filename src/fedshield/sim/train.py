@@ -117,8 +117,9 @@ class LocalTrainer:
         channels_last: bool = True,
         fast_kernels: Optional[bool] = None,
     ):
-        """``fast_kernels``: None (default) uses fedshield's C kernels where they are available on the CPU
-        (:mod:`fedshield.kernels`) and then also the fused SGD step (:class:`FusedSGD`); False gives PyTorch's plain
+        """``fast_kernels``: None (default) uses fedshield's C kernels where they are available on the CPU with
+        ``channels_last`` (:mod:`fedshield.kernels`) and then also the fused SGD step (:class:`FusedSGD`), so
+        ``channels_last=False`` alone gives a plain loop's arithmetic; False gives PyTorch's plain
         arithmetic (what a plain training loop computes, bit for bit in the same memory format); True requires
         the kernels (:class:`~fedshield.kernels.KernelBuildError` when they cannot be built)."""
         self.device = torch.device(device)
@@ -128,8 +129,8 @@ class LocalTrainer:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         on_cpu = self.device.type == "cpu"
-        if fast_kernels is None:
-            fast_kernels = on_cpu and kernels_load() is not None
+        if fast_kernels is None:  # auto: the kernels are a channels_last fast path
+            fast_kernels = on_cpu and channels_last and kernels_load() is not None
         elif fast_kernels:
             if not on_cpu:
                 raise ValueError(f"fast_kernels=True needs the CPU; the device is {self.device}")
