@@ -74,7 +74,6 @@ def max_pool2_relu(x: Tensor) -> Tensor:
     return torch.relu(torch.max_pool2d(x, 2))
 
 
-
 class _ConvPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(conv2d(x, w, b), 2)): forward as ``F.conv2d`` then :func:`max_pool2_relu` (bit for bit);
     backward from the pooled gradient and the window codes, without the convolution's output kept for it.
