@@ -57,7 +57,7 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _timings(metrics: Optional[MetricRecord]) -> dict[str, float]:
+def _client_report(metrics: Optional[MetricRecord]) -> dict[str, float]:
     """The ClientApp's wall-clock times (``t-process`` …) from a reply's metrics, if it sent them, and ``kernels``
     (1 when it trained with fedshield's C kernels)."""
     keys = ("t-process", "t-handler", "t-setup", "t-trained", "kernels")
@@ -230,7 +230,7 @@ class FedShieldStrategy(FedAvg):
                 p = self.parse_content(node_id, part)
                 if cid is not None and p.client_id != cid:
                     raise MalformedReply(f"arrays of client {cid} carry client-id {p.client_id}")
-                out.append((cid, p, _timings(part.metric_records.get("metrics"))))
+                out.append((cid, p, _client_report(part.metric_records.get("metrics"))))
             except MalformedReply as exc:
                 out.append((cid, exc, {}))
         return out
