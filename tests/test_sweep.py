@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, a sweep killed midway resumes with only the missing runs, the report's layout."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -134,6 +135,23 @@ def test_partial_sweep_resumes_only_missing_runs(tmp_path):
     assert rc["pairs"] == 2 and rc["pairs_paper"] == 1
     paths = write_report(out, ref)
     assert paths["ba"].exists() and paths["ma"].exists() and "## Ranking" in paths["report"].read_text()
+
+    # a reference without one of the table's keys: declared in reference_keys, one value beside every label of it
+    ref_no_pdr = tmp_path / "ref_no_pdr.csv"
+    ref_no_pdr.write_text("defense.name,metric,value\nFedAvg,aasr,70\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['attack.poison_per_batch'\]"):
+        build_table(out, ref_no_pdr)
+    index_path = out / "sweep.json"
+    index = json.loads(index_path.read_text())
+    index["table"] = {**(index.get("table") or {}), "reference_keys": ["defense.name"]}
+    index_path.write_text(json.dumps(index))
+    t = build_table(out, ref_no_pdr)
+    assert [t["cells"][(("FedAvg",), (c,), "aasr")][1] for c in ("5", "10")] == [70.0, 70.0]
+    assert math.isnan(t["cells"][(("FLAME",), ("5",), "aasr")][1])
+    index["table"]["reference_keys"] = ["seed"]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="reference_keys"):
+        build_table(out, ref_no_pdr)
 
 
 def test_warm_starts_are_grouped_by_what_shapes_them(tmp_path):

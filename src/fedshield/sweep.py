@@ -12,6 +12,7 @@ A grid file (YAML)::
     profiles:                             # optional named override sets: --profile fast
       fast: {rounds: 20, eval.every: 5}
     table: {rows: [defense.name], columns: [data], metrics: [aasr, final_ma]}   # for `fedshield report`
+    # (optional in table: reference_keys, the keys the reference CSV has when it lacks some, e.g. a seed axis)
     reference: paper_table.csv            # optional, for `fedshield report`
 
 A mapping value is merged into that config section (several keys that vary together); its ``_label`` names
@@ -124,7 +125,7 @@ def _check_sections(path: Path, data: dict[str, Any]) -> None:
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise ConfigError(f"{path}: 'profiles' must map profile names to mappings of dotted config keys")
     if not isinstance(data.get("table") or {}, dict):
-        raise ConfigError(f"{path}: 'table' must be a mapping (rows, columns, metrics, compare)")
+        raise ConfigError(f"{path}: 'table' must be a mapping (rows, columns, metrics, compare, reference_keys)")
     if data.get("reference") is not None and not isinstance(data["reference"], str):
         raise ConfigError(f"{path}: 'reference' must be a file path")
 

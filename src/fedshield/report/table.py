@@ -103,8 +103,15 @@ def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -
     if bad:
         raise ValueError(f"table keys {bad} are not grid keys {grid_keys}")
     keys = rows_k + cols_k
+    # reference_keys: the table keys the reference is indexed by (default all). A key left out (e.g. ``seed``)
+    # means one paper value stands beside every value of that key.
+    ref_keys = layout.get("reference_keys") or keys
+    bad = [k for k in ref_keys if k not in keys]
+    if bad:
+        raise ValueError(f"table reference_keys {bad} are not table rows or columns {keys}")
+    ref_pos = [keys.index(k) for k in ref_keys]
     ref_path = reference or index.get("reference")
-    ref = load_reference(ref_path, keys) if ref_path else {}
+    ref = load_reference(ref_path, ref_keys) if ref_path else {}
     ours: dict[tuple[str, ...], dict[str, Any]] = {}
     for r in index["runs"]:
         p = sweep_dir / "runs" / r["id"] / "summary.json"
@@ -122,7 +129,8 @@ def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -
             for m in metrics:
                 v = summary_value(s, m) if s else None
                 mine = math.nan if v is None else 100.0 * float(v)
-                cells[(row, col, m)] = (mine, ref.get((row + col, m), math.nan))
+                labels = row + col
+                cells[(row, col, m)] = (mine, ref.get((tuple(labels[i] for i in ref_pos), m), math.nan))
     return {
         "rows_keys": rows_k, "cols_keys": cols_k, "metrics": metrics, "rows": rows, "cols": cols,
         "cells": cells, "has_reference": bool(ref), "compare": layout.get("compare"), "finished": len(ours),
