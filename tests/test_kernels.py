@@ -95,7 +95,8 @@ def test_conv_pool_relu_passes_no_gradient_where_relu_cuts():
 
 @needs_kernels
 @pytest.mark.parametrize("n,cin,cout,h,w_,k", [(64, 20, 50, 12, 12, 5), (64, 1, 20, 28, 28, 5), (8, 16, 32, 12, 12, 5),
-                                              (5, 3, 7, 13, 11, 3), (4, 2, 33, 9, 10, 5), (3, 1, 16, 7, 8, 2)])
+                                              (5, 3, 7, 13, 11, 3), (4, 2, 33, 9, 10, 5), (3, 1, 16, 7, 8, 2),
+                                              (2, 32, 6, 9, 9, 5)])  # K*Ci = 160: the input gradient's general path
 @pytest.mark.parametrize("first_layer", [True, False])
 def test_conv_pool_relu_matches_torch_and_float64(n, cin, cout, h, w_, k, first_layer):
     torch.manual_seed(1)
@@ -138,8 +139,9 @@ def test_conv_pool_relu_is_plain_torch_without_grad_or_in_nchw():
 
 
 @needs_kernels
-def test_portable_weight_gradient_agrees_with_the_vector_one(tmp_path):
-    """conv_pool_wgrad has an AVX-512 body and a portable one; build the library without AVX-512 too and compare."""
+def test_portable_kernels_agree_with_the_vector_ones(tmp_path):
+    """conv_pool_wgrad has an AVX-512 body and a portable one, conv_pool_dgrad is left to the compiler's
+    vectoriser; build the library without -march=native too and compare both."""
     import ctypes
 
     from fedshield.kernels import build
@@ -166,6 +168,13 @@ def test_portable_weight_gradient_agrees_with_the_vector_one(tmp_path):
                                 n, h, h, cin, k, cout)
             results.append((acc, gb))
         assert _rel(results[0][0], results[1][0]) < 1e-5 and _rel(results[0][1], results[1][1]) < 1e-5
+        wk = torch.randn(cout, k, k, cin)  # (Co, K, K, Ci), as the op passes it
+        gins = []
+        for lib in (load(), portable):
+            gin = torch.zeros(n, h, h, cin)
+            lib.conv_pool_dgrad(g.data_ptr(), code.data_ptr(), wk.data_ptr(), gin.data_ptr(), n, h, h, cin, k, cout)
+            gins.append(gin)
+        assert gins[0].abs().sum() > 0 and _rel(gins[0], gins[1]) < 1e-5
 
 
 def _attacker_update(fast_kernels):
