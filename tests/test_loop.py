@@ -112,3 +112,23 @@ def test_finished_run_is_not_overwritten(tmp_path):
     run_experiment(_cfg(rounds=1, attack={"name": "none"}), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="finished run"):
         run_experiment(_cfg(rounds=1, attack={"name": "none"}), tmp_path / "r", progress=False)
+
+
+def test_metrics_name_the_rejected_clients(tmp_path):
+    """Each row lists the ids the defense left out: as many as it flagged (TP + FP), all among the round's
+    selection; FedAvg leaves out nobody."""
+    import csv
+
+    from fedshield.sim import build_setup
+
+    attackers = build_setup(_cfg()).attackers
+    for defense, expect_some in (({"name": "krum", "params": {"f": 1}}, True), ({"name": "fedavg"}, False)):
+        out = tmp_path / defense["name"]
+        run_experiment(_cfg(defense=defense), out, progress=False)
+        with open(out / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        ids = [[int(c) for c in r["rejected_clients"].split()] for r in rows]
+        for r, rej in zip(rows, ids):
+            assert len(rej) == int(r["tp"]) + int(r["fp"]) == int(r["selected"]) - int(r["accepted"])
+            assert len(set(rej)) == len(rej) and set(rej) <= set(select_clients(_cfg(), attackers, int(r["round"])))
+        assert any(ids) is expect_some

@@ -160,6 +160,9 @@ def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
         **{k: round(v, 4) for k, v in flame_rates(**counts).items() if k.startswith("flame_")},
         "train_s": round(t1 - t0, 4),
         "aggregate_s": round(t2 - t1, 4),
+        # the clients the defense left out, by id (as the Flower server's rows record them); dropped ones apart
+        "rejected_clients": " ".join(str(c) for c, a, k in zip(selected, accepted.tolist(), keep.tolist())
+                                     if k and not a),
     }
     if not bool(keep.all()):
         dropped = [c for c, k in zip(selected, keep.tolist()) if not k]
