@@ -228,3 +228,34 @@ def test_what_each_server_receives_in_a_real_round(monkeypatch):
     for s in (s1, s2):
         assert stats.chisquare(np.bincount(s.view(np.uint8), minlength=256)).pvalue > 1e-3
     assert stats.ks_2samp(s1 >> np.uint64(11), s2 >> np.uint64(11)).pvalue > 1e-3
+
+
+class _ReportingChannel:
+    """A channel whose next frame is a server's error report (readable at once)."""
+
+    def __init__(self, peer: str, report: str):
+        self.sock, self._far = socket.socketpair()
+        self._far.send(b"x")
+        self.peer, self.report = peer, report
+
+    def recv(self):
+        from fedshield.mpc.transport import ChannelError
+
+        raise ChannelError(f"{self.peer} reported: {self.report}")
+
+
+def test_the_root_cause_is_named_whichever_server_is_read_first():
+    """Both servers fail when one does; the one that only lost its peer must not hide the peer's reason."""
+    from fedshield.mpc.transport import ChannelError
+
+    root = "server B, step 'sharing': ValueError: client 2's share has 11 values of uint64, expected 12 uint64"
+    echo = "server A, step 'cosine': ChannelError: server B closed the connection while we waited for 'gram_e'"
+    pair = object.__new__(ServerPair)
+    pair.procs = {}
+    last = {"A": "cosine", "B": "sharing"}
+    pair.ch = {"A": _ReportingChannel("server A", echo), "B": _ReportingChannel("server B", root)}
+    assert pair._root_cause("A", last, ChannelError(f"server A reported: {echo}")).startswith(root)  # A read first
+    assert pair._root_cause("B", last, ChannelError(f"server B reported: {root}")).startswith(root)  # B read first
+    assert pair._reported_error().startswith(root)  # after a failed send: both read, the root cause wins
+    pair.ch["B"] = _ReportingChannel("server B", "server B, step 'cosine': ChannelError: server A closed it")
+    assert pair._root_cause("A", last, ChannelError(f"server A reported: {echo}")).startswith(echo)  # no better one

@@ -293,7 +293,7 @@ class ServerPair:
                 try:
                     header, array = self.ch[role].recv()
                 except ChannelError as exc:
-                    self._fail(self._explain(role, last_step, exc))
+                    self._fail(self._root_cause(role, last_step, exc))
                 kind = header.get("t")  # "alive": a cheetah server's heartbeat during long SPU runs
                 if kind == "step":
                     last_step[role] = str(header.get("name"))
@@ -306,17 +306,34 @@ class ServerPair:
                     pending.discard(role)
         return {r: tuple(v) for r, v in results.items()}  # type: ignore[misc]
 
-    def _reported_error(self) -> str | None:
-        """After a failed send: the error a server reported before it exited (its last frame), if there is one."""
+    def _reported_error(self, only: str | None = None) -> str | None:
+        """After a failure: the error a server (``only`` that one) reported before it exited (its last frame), if
+        there is one; of two, the one that is not a consequence of the other."""
         deadline = time.monotonic() + 2.0
-        for ch in self.ch.values():
+        reports = []
+        for role, ch in self.ch.items():
+            if only is not None and role != only:
+                continue
             try:
                 while time.monotonic() < deadline and select.select([ch.sock], [], [], 0.5)[0]:
                     ch.recv()  # step reports, heartbeats; an "error" frame raises
             except ChannelError as exc:
-                if "reported:" in str(exc):
-                    return str(exc).split("reported:", 1)[1].strip()
-        return None
+                report = _report_of(exc)
+                if report is not None:
+                    reports.append(report)
+        reports.sort(key=_is_consequence)  # a root cause first
+        return reports[0] if reports else None
+
+    def _root_cause(self, role: str, last_step: dict[str, str], exc: ChannelError) -> str:
+        """The message for a server's failure. When it only lost its peer (its report is itself a ChannelError, or
+        its connection broke), the peer's own report, if it sends one within 2 s, names the cause: both servers
+        fail together, and which socket is read first is a race."""
+        other = "B" if role == "A" else "A"
+        if _is_consequence(_report_of(exc)):
+            peer = self._reported_error(only=other)
+            if peer is not None and not _is_consequence(peer):
+                return f"{peer} (the other server, {role}, was at step {last_step[role]!r})"
+        return self._explain(role, last_step, exc)
 
     def _explain(self, role: str, last_step: dict[str, str], exc: ChannelError) -> str:
         msg = str(exc)
@@ -332,6 +349,18 @@ class ServerPair:
     def _fail(self, message: str) -> None:
         self.close()
         raise PrivateFlameError(f"private_flame: {message}")
+
+
+def _report_of(exc: ChannelError) -> str | None:
+    """The error text a server sent in an "error" frame, or None when the channel itself failed."""
+    msg = str(exc)
+    return msg.split("reported:", 1)[1].strip() if "reported:" in msg else None
+
+
+def _is_consequence(report: str | None) -> bool:
+    """Whether a failure only follows from the peer's: a broken channel, or a report of one ("ChannelError: server
+    B closed the connection ...")."""
+    return report is None or "ChannelError" in report
 
 
 def _step_seconds(start: float, marks_a: list, marks_b: list) -> dict[str, float]:
