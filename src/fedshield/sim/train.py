@@ -88,11 +88,10 @@ class FusedSGD:
         new = [i for i in have if self._buffers[i] is None]
         for i in new:
             self._buffers[i] = torch.empty_like(self.params[i].grad)  # type: ignore[arg-type]
-        if new:  # a buffer's first step: buf = grad (torch's is_first_step), one call per kind
-            self._fused(new, [self._buffers[i] for i in new], True)
-        old = [i for i in have if i not in new] if new else have
-        if old:
-            self._fused(old, [self._buffers[i] for i in old], False)
+        # a buffer's first step: buf = grad (torch's is_first_step); one call per kind (an empty one is skipped)
+        self._fused(new, [self._buffers[i] for i in new], True)
+        old = [i for i in have if i not in new]
+        self._fused(old, [self._buffers[i] for i in old], False)
 
     def _fused(self, idx: list[int], buffers: list[Any], first: bool) -> None:
         if not idx:
