@@ -132,3 +132,69 @@ def test_metrics_name_the_rejected_clients(tmp_path):
             assert len(rej) == int(r["tp"]) + int(r["fp"]) == int(r["selected"]) - int(r["accepted"])
             assert len(set(rej)) == len(rej) and set(rej) <= set(select_clients(_cfg(), attackers, int(r["round"])))
         assert any(ids) is expect_some
+
+
+def test_summary_says_which_attacker_was_admitted(tmp_path):
+    """``malicious_clients`` names each round's attackers; ``summary.json``'s ``attackers`` counts, per attacker,
+    the rounds its update was admitted (summing to FN) with its dataset size; a run without the column (written
+    before it existed) gets the same records back from the seeded selection."""
+    import csv
+
+    from fedshield.report.attackers import format_admission, run_admission
+    from fedshield.sim import build_setup
+
+    # FedCC on a Dirichlet split: the two attackers differ in size, and one is admitted in some rounds only
+    cfg = _cfg(defense={"name": "fedcc"}, rounds=5, data={"dataset": "synthetic", "partition": "dirichlet", "alpha": 0.5})
+    out = tmp_path / "fedcc"
+    summary = run_experiment(cfg, out, progress=False)
+    rows = read_metrics_csv(out / "metrics.csv")
+    setup = build_setup(cfg)
+    assert [str(r["malicious_clients"]).split() if r["malicious"] else [] for r in rows] == \
+        [[] if t < 2 else [str(c) for c in setup.attackers] for t in range(1, 6)]
+    recs = summary["attackers"]
+    assert [a["client"] for a in recs] == setup.attackers
+    assert all(a["rounds"] == 4 and a["samples"] == len(setup.client_indices[a["client"]]) for a in recs)
+    assert sum(a["admitted"] for a in recs) == summary["fn"]
+    assert len({a["samples"] for a in recs}) == 2 and 0 < max(a["admitted"] for a in recs) < 4  # a mixed case
+    for a in recs:  # admitted = attacked rounds in which its id is not among the rejected
+        kept = sum(1 for r in rows if r["malicious"] and str(a["client"]) not in str(r["rejected_clients"]).split())
+        assert a["admitted"] == kept
+    assert json.loads((out / "summary.json").read_text())["attackers"] == recs
+    assert run_admission(out) == recs
+
+    # an older run folder: no malicious_clients column, no attackers in the summary
+    with open(out / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+    s = json.loads((out / "summary.json").read_text())
+    del s["attackers"]
+    (out / "summary.json").write_text(json.dumps(s))
+    assert run_admission(out) == recs
+    assert format_admission(recs) == ", ".join(f"{a['client']} ({a['samples']}): {a['admitted']}/4" for a in recs)
+    assert run_admission(out, sizes=False) == [{k: v for k, v in a.items() if k != "samples"} for a in recs]
+    # a recorded attacker count the rebuilt selection does not give: nothing rather than a wrong answer
+    table[2]["malicious"] = "1"
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+    assert run_admission(out) == []
+
+    # sampled selection: an attacker attacks only in the rounds it is drawn, and the rebuild must draw the same
+    cfg = _cfg(defense={"name": "fedavg"}, rounds=6, attack={**cfg.attack.model_dump(), "selection": "sampled"})
+    out = tmp_path / "sampled"
+    recs = run_experiment(cfg, out, progress=False)["attackers"]
+    assert recs and all(a["admitted"] == a["rounds"] < 5 for a in recs)  # drawn in some of the 5 attacked rounds
+    with open(out / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+    s = json.loads((out / "summary.json").read_text())
+    del s["attackers"]
+    (out / "summary.json").write_text(json.dumps(s))
+    assert run_admission(out) == recs

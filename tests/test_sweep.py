@@ -205,3 +205,36 @@ def test_table_reads_nested_summary_metrics():
     assert summary_value(s, "aasr") == 0.25
     assert summary_value(s, "post_training.ba_after") == 0.03
     assert summary_value(s, "post_training.ma_after") is None and summary_value(s, "nope") is None
+
+
+def test_ranking_check_counts_cells_near_the_paper_by_hand():
+    """``near``: 'better' cells with ours at most ``within`` points above the paper's (lower always counts)."""
+    nan = float("nan")
+    cells = {}
+    for d, setting, ours, paper in [("FLAME", "A", 14.99, 10), ("FLAME", "B", 15.01, 10), ("FLAME", "C", 1, 30),
+                                    ("FLAME", "D", 3, nan), ("Median", "A", 50, 10)]:
+        cells[((d,), (setting,), "aasr")] = (ours, paper)
+    t = {"cells": cells, "rows_keys": ["defense"], "cols_keys": ["data"],
+         "compare": {"by": "defense", "metric": "aasr", "better": ["FLAME"], "than": ["Median"]}}
+    rc = ranking_check(t)
+    assert (rc["near"], rc["near_of"], rc["within"]) == (2, 3, 5.0)  # A and C; B is 5.01 above; D has no paper value
+    t["compare"]["within"] = 10
+    assert ranking_check(t)["near"] == 3
+    for k in cells:
+        cells[k] = (cells[k][0], nan)
+    assert ranking_check(t)["near"] is None  # no paper values at all
+
+
+def test_report_lists_the_admitted_attackers(tmp_path):
+    grid = _grid(tmp_path)
+    spec = load_sweep(grid)
+    spec.grid = {"defense.name": ["fedavg", "flame"]}
+    spec.table = {"rows": ["defense.name"], "columns": [], "metrics": ["aasr"]}
+    out = tmp_path / "sweep"
+    run_sweep(spec, out, jobs=1, profile="short", log=lambda m: None)
+    text = write_report(out)["report"].read_text()
+    section = text.split("## Admitted attackers")[1].split("##")[0]
+    # FedAvg admits its one attacker in both attacked rounds; FLAME's line appears only if it admitted it
+    flame = json.loads((out / "runs" / "name=FLAME" / "summary.json").read_text())
+    assert "| FedAvg | 0 (" in section and "): 2/2 |" in section
+    assert ("| FLAME |" in section) == bool(flame["fn"])

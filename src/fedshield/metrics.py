@@ -7,12 +7,12 @@ poisoned update in a round count as malicious in that round (an attacker before 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["detection_counts", "flame_rates", "aasr", "mean_or_nan", "intrusion_detection_rates"]
+__all__ = ["detection_counts", "flame_rates", "aasr", "mean_or_nan", "intrusion_detection_rates", "attacker_admission"]
 
 
 def detection_counts(accepted: Tensor, malicious: Tensor) -> dict[str, int]:
@@ -48,6 +48,39 @@ def flame_rates(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
         "recall": ratio(tp, tp + fn),
         "specificity": ratio(tn, tn + fp),
     }
+
+
+def attacker_admission(
+    malicious_by_round: Iterable[Iterable[int]],
+    rejected_by_round: Iterable[Iterable[int]],
+    samples: Optional[Mapping[int, int]] = None,
+) -> list[dict[str, Any]]:
+    """Which attackers a defense let in: one record per client that sent a poisoned update in some round.
+
+    ``malicious_by_round[t]`` are the ids of round t's attacking clients, ``rejected_by_round[t]`` the ids the
+    defense left out (dropped non-finite updates count as rejected: they were not aggregated). A record holds
+    ``client``, ``rounds`` (rounds it attacked), ``admitted`` (of those, rounds the defense kept its update),
+    ``admitted_share`` = admitted / rounds and, when ``samples`` is given, ``samples`` (its local dataset size).
+    Summed over clients, ``admitted`` is the run's FN count. Sorted by client id.
+    """
+    rounds: dict[int, int] = {}
+    admitted: dict[int, int] = {}
+    mal_rounds = [list(m) for m in malicious_by_round]
+    rej_rounds = [set(r) for r in rejected_by_round]
+    if len(mal_rounds) != len(rej_rounds):
+        raise ValueError(f"{len(mal_rounds)} rounds of attackers but {len(rej_rounds)} rounds of rejections")
+    for mal, rej in zip(mal_rounds, rej_rounds):
+        for c in mal:
+            rounds[c] = rounds.get(c, 0) + 1
+            admitted[c] = admitted.get(c, 0) + (c not in rej)
+    out = []
+    for c in sorted(rounds):
+        rec: dict[str, Any] = {"client": c, "rounds": rounds[c], "admitted": admitted[c],
+                               "admitted_share": admitted[c] / rounds[c]}
+        if samples is not None and c in samples:
+            rec["samples"] = int(samples[c])
+        out.append(rec)
+    return out
 
 
 def mean_or_nan(values: Iterable[float]) -> float:

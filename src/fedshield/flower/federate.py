@@ -5,7 +5,7 @@
 (``<out>/flower/app/pyproject.toml``: the resolved config travels inside the app, so SuperNodes on other
 machines get it from the SuperLink), runs it with ``flwr run`` (each round trains the simulator's selection
 of clients), prints one line per round from the strategy's JSON-lines log, and finally writes what
-``fedshield run`` writes: ``config.yaml``, ``metrics.csv`` (the simulator's columns, plus ``dropped`` and ``rejected_clients``),
+``fedshield run`` writes: ``config.yaml``, ``metrics.csv`` (the simulator's columns, plus ``dropped``),
 ``summary.json`` (plus ``engine: flower`` and ``nodes``), ``metrics.png`` and ``final_model.pt``. There is no
 ``checkpoint.pt``: a federated run cannot be resumed. Every process it started is stopped by PID when it
 ends, fails, or is interrupted (SIGINT / SIGTERM).
@@ -115,6 +115,7 @@ def rows_from_log(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["eval_s"] = float(ev.get("eval_s", 0.0))
         row["dropped"] = len(e.get("dropped", []))
         row["rejected_clients"] = " ".join(str(c) for c in e.get("rejected_client_ids", []))
+        row["malicious_clients"] = " ".join(str(c) for c in e.get("malicious_client_ids", []))
         rows.append(row)
     return rows
 

@@ -6,11 +6,30 @@ from pathlib import Path
 from typing import Optional
 
 from ..sim.output import atomic_write_text, read_metrics_csv
+from .attackers import format_admission, run_admission
 from .plots import plot_run, plot_sweep_curves
 from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
 __all__ = ["write_report", "plot_run", "build_table", "collect_results", "summarize_sweep"]
+
+
+def admitted_attackers_section(sweep_dir: Path, index: dict) -> list[str]:
+    """Markdown lines: for each finished run whose defense admitted an attacker's update at least once, which
+    attackers (id, dataset size) and in how many of their rounds (:func:`.attackers.run_admission`)."""
+    lines = []
+    for r in index["runs"]:
+        run_dir = sweep_dir / "runs" / r["id"]
+        if not (run_dir / "summary.json").exists():
+            continue
+        recs = run_admission(run_dir)
+        if any(a["admitted"] for a in recs):
+            lines.append(f"| {' / '.join(str(v) for v in r['labels'].values())} | {format_admission(recs)} |")
+    if not lines:
+        return []
+    return ["## Admitted attackers", "",
+            "Runs whose defense let an attacker's update in: per attacker, id (local dataset size): rounds admitted / "
+            "rounds attacked.", "", "| run | attackers |", "|---|---|", *lines, ""]
 
 
 def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, threshold: float = 10.0) -> dict[str, Path]:
@@ -36,11 +55,15 @@ def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, 
                f"Pairs (setting, one of {', '.join(cmp['better'])}, one of {', '.join(cmp['than'])}) where the first has "
                f"the lower {cmp.get('metric', 'aasr').upper()}: ours {rc['pairs_ours']} of {rc['pairs']}"
                + (f", paper {rc['pairs_paper']} of {rc['pairs']}" if t["has_reference"] else "") + "."]
+        if rc.get("near") is not None:
+            md += ["", f"{', '.join(cmp['better'])} cells whose {cmp.get('metric', 'aasr').upper()} is within "
+                   f"{rc['within']:g} points of the paper's or lower: {rc['near']} of {rc['near_of']}."]
         if rc["disagree"]:
             md.append("Settings where ours and the paper disagree on this: "
                       + "; ".join(" / ".join(s) for s in rc["disagree"]) + ".")
         md.append("")
     results = collect_results(sweep_dir)
+    md += admitted_attackers_section(sweep_dir, index)
     md += ["## Time", "", format_breakdown(time_breakdown(sweep_dir, results)), ""]
     line_key = (t["compare"] or {}).get("by", "defense")
     runs = []

@@ -12,7 +12,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from ..config import ConfigError, ExperimentConfig, dump_config
 from ..core.numeric import finite_rows
 from ..core.seeding import numpy_stream, torch_stream
 from ..defenses import Aggregate, RoundInput
-from ..metrics import aasr, detection_counts, flame_rates
+from ..metrics import aasr, attacker_admission, detection_counts, flame_rates
 from .checkpoint import load_checkpoint, resume_state, save_checkpoint, save_model_file
 from .output import atomic_write_text, prepare_out_dir, write_json, write_metrics_csv
 from .plot import plot_run
@@ -163,10 +163,12 @@ def run_round(setup: Setup, state: RoundState) -> tuple[Tensor, dict[str, Any]]:
         # the clients the defense left out, by id (as the Flower server's rows record them); dropped ones apart
         "rejected_clients": " ".join(str(c) for c, a, k in zip(selected, accepted.tolist(), keep.tolist())
                                      if k and not a),
+        "malicious_clients": " ".join(str(c) for c, bad in zip(selected, malicious) if bad),
     }
     if not bool(keep.all()):
         dropped = [c for c, k in zip(selected, keep.tolist()) if not k]
         row["dropped"] = len(dropped)
+        row["dropped_clients"] = " ".join(str(c) for c in dropped)
         row["dropped_reason"] = f"non-finite (NaN/Inf) updates from client(s) {dropped}; not aggregated"
     row.update({f"info.{k}": _info_value(v) for k, v in agg.info.items()})
     return agg.global_params, row
@@ -188,8 +190,12 @@ def _info_value(v: Any) -> Any:
     return float(v) if isinstance(v, numbers.Real) else (v if isinstance(v, str) else str(v))
 
 
-def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """The run's summary: final MA/BA, AASR, detection totals, time per phase."""
+def summarize(
+    cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float, samples: Optional[Mapping[int, int]] = None
+) -> dict[str, Any]:
+    """The run's summary: final MA/BA, AASR, detection totals, time per phase, and which attackers the defense
+    admitted (``attackers``: :func:`fedshield.metrics.attacker_admission` over the rows' ``malicious_clients``
+    and ``rejected_clients``, with each attacker's dataset size from ``samples``)."""
     evaluated = [r for r in rows if not math.isnan(r["ma"])]
     last = evaluated[-1] if evaluated else {"ma": float("nan"), "ba": float("nan")}
     totals = {k: sum(int(r[k]) for r in rows) for k in ("tp", "fp", "tn", "fn")}
@@ -217,9 +223,27 @@ def summarize(cfg: ExperimentConfig, rows: list[dict[str, Any]], seconds: float)
         "refused_rounds": sum(1 for r in rows if r.get("info.refused") == 1.0),
         **{f"final_{k}": last[k] for k in ("detection_rate", "fpr", "f1") if k in last},
         "domain": "traffic" if cfg.data.is_traffic else "image",
+        "attackers": admission_from_rows(rows, samples),
         # the noise level FLAME used (0.01 on traffic)
         **({"defense_lam": rows[-1]["info.lam"]} if rows and "info.lam" in rows[-1] else {}),
     }
+
+
+def admission_from_rows(rows: list[dict[str, Any]], samples: Optional[Mapping[int, int]] = None) -> list[dict[str, Any]]:
+    """Per-attacker admission (:func:`fedshield.metrics.attacker_admission`) from metrics rows that carry the
+    ``malicious_clients`` and ``rejected_clients`` id lists (space-separated; a dropped update is not aggregated,
+    so it counts as rejected). Rows written before those columns existed give ``[]``."""
+    if not rows or any("malicious_clients" not in r or "rejected_clients" not in r for r in rows):
+        return []
+
+    def ids(cell: Any) -> list[int]:  # "3 7", 3 (a CSV cell read as a number), "" or NaN (none)
+        if isinstance(cell, float) and math.isnan(cell):
+            return []
+        return [int(c) for c in str(cell).split()]
+
+    dropped = [ids(r.get("dropped_clients", "")) for r in rows]
+    return attacker_admission([ids(r["malicious_clients"]) for r in rows],
+                              [ids(r["rejected_clients"]) + d for r, d in zip(rows, dropped)], samples)
 
 
 def run_experiment(
@@ -276,7 +300,7 @@ def run_experiment(
         bar.close()
 
     seconds = elapsed_before + time.perf_counter() - start_time
-    summary = summarize(cfg, state.rows, seconds)
+    summary = summarize(cfg, state.rows, seconds, {c: len(setup.client_indices[c]) for c in setup.attackers})
     summary.update(pretrain)
     # which arithmetic trained the clients (fedshield.kernels): "fedshield" (C kernels + fused SGD) or "torch"
     summary["kernels"] = "fedshield" if setup.trainer.fast_kernels else "torch"
