@@ -55,12 +55,12 @@ def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, 
                f"Pairs (setting, one of {', '.join(cmp['better'])}, one of {', '.join(cmp['than'])}) where the first has "
                f"the lower {cmp.get('metric', 'aasr').upper()}: ours {rc['pairs_ours']} of {rc['pairs']}"
                + (f", paper {rc['pairs_paper']} of {rc['pairs']}" if t["has_reference"] else "") + "."]
+        if rc["disagree"]:
+            md.append("Settings where ours and the paper disagree on the first of these: "
+                      + "; ".join(" / ".join(s) for s in rc["disagree"]) + ".")
         if rc.get("near") is not None:
             md += ["", f"{', '.join(cmp['better'])} cells whose {cmp.get('metric', 'aasr').upper()} is within "
                    f"{rc['within']:g} points of the paper's or lower: {rc['near']} of {rc['near_of']}."]
-        if rc["disagree"]:
-            md.append("Settings where ours and the paper disagree on this: "
-                      + "; ".join(" / ".join(s) for s in rc["disagree"]) + ".")
         md.append("")
     results = collect_results(sweep_dir)
     md += admitted_attackers_section(sweep_dir, index)
