@@ -228,7 +228,8 @@ def _sweep_folder(tmp_path: Path) -> Path:
     (d / "sweep.json").write_text(json.dumps({
         "name": "sw", "grid": {"seed": [0]}, "table": {"rows": [], "columns": ["seed"]},
         "runs": [{"id": "seed=0", "labels": {"seed": "0"}, "overrides": {"seed": 0}}]}))
-    (d / "runs" / "seed=0" / "summary.json").write_text(json.dumps({"final_ma": 0.5, "aasr": 0.1, "rounds_done": 1}))
+    (d / "runs" / "seed=0" / "summary.json").write_text(json.dumps({"final_ma": 0.5, "aasr": 0.1, "rounds_done": 1,
+                                                                     "seed": 0}))
     return d
 
 
@@ -265,6 +266,23 @@ def test_report_reference_with_a_non_number(tmp_path, capsys):
 def test_report_reference_missing(tmp_path, capsys):
     d = _sweep_folder(tmp_path)
     assert_clear_error(capsys, ["report", str(d), "--reference", str(tmp_path / "nope.csv")], "nope.csv", "not found")
+
+
+def test_report_seeds_folder_that_is_not_a_sweep(tmp_path, capsys):
+    d = _sweep_folder(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert_clear_error(capsys, ["report", str(d), "--seeds", str(other)], str(other), "not a sweep folder")
+
+
+def test_report_seeds_sweep_without_the_table_keys(tmp_path, capsys):
+    d = _sweep_folder(tmp_path)
+    other = tmp_path / "other"
+    (other / "runs" / "r").mkdir(parents=True)
+    (other / "sweep.json").write_text(json.dumps({"name": "o", "grid": {"lr": [1]},
+                                                  "runs": [{"id": "r", "labels": {"lr": "1"}}]}))
+    (other / "runs" / "r" / "summary.json").write_text(json.dumps({"seed": 1, "aasr": 0.2}))
+    assert_clear_error(capsys, ["report", str(d), "--seeds", str(other)], "no label for table key(s) ['seed']")
 
 
 @pytest.mark.parametrize("threshold", ["nan", "-1", "inf"])

@@ -238,3 +238,49 @@ def test_report_lists_the_admitted_attackers(tmp_path):
     flame = json.loads((out / "runs" / "name=FLAME" / "summary.json").read_text())
     assert "| FedAvg | 0 (" in section and "): 2/2 |" in section
     assert ("| FLAME |" in section) == bool(flame["fn"])
+
+
+def _fake_sweep(path: Path, runs: list[tuple[dict, dict]], table: dict, grid: dict) -> Path:
+    """A finished sweep folder written by hand: (labels, summary) per run."""
+    index = {"name": path.name, "grid": grid, "table": table, "runs": []}
+    for i, (labels, summary) in enumerate(runs):
+        rid = f"run{i}"
+        index["runs"].append({"id": rid, "labels": labels})
+        (path / "runs" / rid).mkdir(parents=True)
+        (path / "runs" / rid / "summary.json").write_text(json.dumps(summary))
+    (path / "sweep.json").write_text(json.dumps(index))
+    return path
+
+
+def test_seed_spread_by_hand(tmp_path):
+    """The main sweep's cells (seed 0) beside another sweep's seeds 1 and 2: values, mean, range and the counts
+    against the paper computed by hand; a cell run only once is left out; overlapping seeds are refused."""
+    from fedshield.report.seeds import render_seed_spread, seed_spread
+
+    table = {"rows": ["defense"], "columns": ["data"]}
+    main = _fake_sweep(tmp_path / "main", [
+        ({"defense": "FLAME", "data": "NIR 25"}, {"seed": 0, "aasr": 0.50}),
+        ({"defense": "FLAME", "data": "NIR 50"}, {"seed": 0, "aasr": 0.10}),
+        ({"defense": "Median", "data": "NIR 25"}, {"seed": 0, "aasr": 0.70}),  # no other seed: not listed
+    ], table, {"defense": [], "data": []})
+    other = _fake_sweep(tmp_path / "seeds", [
+        ({"defense": "FLAME", "data": "NIR 25", "seed": "1"}, {"seed": 1, "aasr": 0.12}),
+        ({"defense": "FLAME", "data": "NIR 25", "seed": "2"}, {"seed": 2, "aasr": 0.13}),
+        ({"defense": "FLAME", "data": "NIR 50", "seed": "1"}, {"seed": 1, "aasr": 0.40}),
+    ], {**table, "rows": ["defense", "seed"]}, {"seed": [], "defense": [], "data": []})
+    ref = tmp_path / "ref.csv"
+    ref.write_text("defense,data,metric,value\nFLAME,NIR 25,aasr,9.97\nFLAME,NIR 50,aasr,27.45\n")
+    s = seed_spread(main, [other], "aasr", ref)
+    assert [c["cell"] for c in s["cells"]] == [("FLAME", "NIR 25"), ("FLAME", "NIR 50")]
+    a, b = s["cells"]
+    assert a["values"] == pytest.approx({0: 50.0, 1: 12.0, 2: 13.0}) and a["mean"] == pytest.approx(25.0)
+    assert (a["low"], a["high"], a["paper"]) == pytest.approx((12.0, 50.0, 9.97))
+    assert b["mean"] == pytest.approx(25.0) and (b["low"], b["high"]) == pytest.approx((10.0, 40.0))
+    # paper 9.97 is below [12, 50]; 27.45 is inside [10, 40]. Mean 25 <= 9.97 + 5? no; <= 27.45 + 5? yes
+    assert (s["of"], s["inside"], s["near"]) == (2, 1, 1)
+    md = render_seed_spread(s)
+    assert md[2] == "| defense / data | seed 0 | seed 1 | seed 2 | mean | range | paper |"
+    assert md[4] == "| FLAME / NIR 25 | 50.00 | 12.00 | 13.00 | 25.00 | 12.00–50.00 | 9.97 |"
+    assert md[5] == "| FLAME / NIR 50 | 10.00 | 40.00 | – | 25.00 | 10.00–40.00 | 27.45 |"
+    with pytest.raises(ValueError, match="second run at seed 0"):
+        seed_spread(main, [main], "aasr", ref)

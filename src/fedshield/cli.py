@@ -170,7 +170,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    paths = write_report(args.sweep_dir, args.reference, args.threshold)
+    paths = write_report(args.sweep_dir, args.reference, args.threshold, seeds=args.seeds or ())
     print(Path(paths["report"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("sweep_dir")
     rp.add_argument("--reference", help="reference table (long CSV); default: the grid file's 'reference'")
     rp.add_argument("--threshold", type=_non_negative_float, default=10.0, help="list cells differing by more points (default 10)")
+    rp.add_argument("--seeds", action="append", metavar="SWEEP_DIR",
+                    help="a sweep folder that ran some of the cells at other seeds (repeatable): the report adds "
+                         "each such cell's AASR and admitted share across seeds")
     rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list what can be named in a config: attacks, defenses, post-training "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..sim.output import atomic_write_text, read_metrics_csv
 from .attackers import format_admission, run_admission
 from .plots import plot_run, plot_sweep_curves
 from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown
+from .seeds import render_seed_spread, seed_spread
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
 __all__ = ["write_report", "plot_run", "build_table", "collect_results", "summarize_sweep"]
@@ -32,8 +33,15 @@ def admitted_attackers_section(sweep_dir: Path, index: dict) -> list[str]:
             "rounds attacked.", "", "| run | attackers |", "|---|---|", *lines, ""]
 
 
-def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, threshold: float = 10.0) -> dict[str, Path]:
-    """Write ``report.md``, ``table.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into the sweep folder."""
+def write_report(
+    sweep_dir: str | Path,
+    reference: Optional[str | Path] = None,
+    threshold: float = 10.0,
+    seeds: Sequence[str | Path] = (),
+) -> dict[str, Path]:
+    """Write ``report.md``, ``table.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into the sweep folder.
+    ``seeds``: sweep folders that ran some of its cells at other seeds; the report then shows each such cell's
+    AASR and admitted share across seeds (:func:`.seeds.seed_spread`)."""
     sweep_dir = Path(sweep_dir)
     index = read_sweep_index(sweep_dir)
     t = build_table(sweep_dir, reference)
@@ -62,6 +70,9 @@ def write_report(sweep_dir: str | Path, reference: Optional[str | Path] = None, 
             md += ["", f"{', '.join(cmp['better'])} cells whose {cmp.get('metric', 'aasr').upper()} is within "
                    f"{rc['within']:g} points of the paper's or lower: {rc['near']} of {rc['near_of']}."]
         md.append("")
+    if seeds:
+        for metric in ("aasr", "malicious_accepted_share"):
+            md += render_seed_spread(seed_spread(sweep_dir, list(seeds), metric, reference))
     results = collect_results(sweep_dir)
     md += admitted_attackers_section(sweep_dir, index)
     md += ["## Time", "", format_breakdown(time_breakdown(sweep_dir, results)), ""]
