@@ -134,6 +134,28 @@ def test_metrics_name_the_rejected_clients(tmp_path):
         assert any(ids) is expect_some
 
 
+def _write_rows(path, table):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+
+
+def _as_older_run(out):
+    """Rewrite a run folder as fedshield wrote it before ``malicious_clients`` and ``attackers``; its rows."""
+    import csv
+
+    with open(out / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    _write_rows(out / "metrics.csv", table)
+    s = json.loads((out / "summary.json").read_text())
+    del s["attackers"]
+    (out / "summary.json").write_text(json.dumps(s))
+    return table
+
+
 def test_summary_says_which_attacker_was_admitted(tmp_path):
     """``malicious_clients`` names each round's attackers; ``summary.json``'s ``attackers`` counts, per attacker,
     the rounds its update was admitted (summing to FN) with its dataset size; a run without the column (written
@@ -163,24 +185,13 @@ def test_summary_says_which_attacker_was_admitted(tmp_path):
     assert run_admission(out) == recs
 
     # an older run folder: no malicious_clients column, no attackers in the summary
-    with open(out / "metrics.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(table)
-    s = json.loads((out / "summary.json").read_text())
-    del s["attackers"]
-    (out / "summary.json").write_text(json.dumps(s))
+    table = _as_older_run(out)
     assert run_admission(out) == recs
     assert format_admission(recs) == ", ".join(f"{a['client']} ({a['samples']}): {a['admitted']}/4" for a in recs)
     assert run_admission(out, sizes=False) == [{k: v for k, v in a.items() if k != "samples"} for a in recs]
     # a recorded attacker count the rebuilt selection does not give: nothing rather than a wrong answer
     table[2]["malicious"] = "1"
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(table)
+    _write_rows(out / "metrics.csv", table)
     assert run_admission(out) == []
 
     # sampled selection: an attacker attacks only in the rounds it is drawn, and the rebuild must draw the same
@@ -188,13 +199,5 @@ def test_summary_says_which_attacker_was_admitted(tmp_path):
     out = tmp_path / "sampled"
     recs = run_experiment(cfg, out, progress=False)["attackers"]
     assert recs and all(a["admitted"] == a["rounds"] < 5 for a in recs)  # drawn in some of the 5 attacked rounds
-    with open(out / "metrics.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, [k for k in table[0] if k != "malicious_clients"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(table)
-    s = json.loads((out / "summary.json").read_text())
-    del s["attackers"]
-    (out / "summary.json").write_text(json.dumps(s))
+    table = _as_older_run(out)
     assert run_admission(out) == recs
