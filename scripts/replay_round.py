@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = replay(args.run_dir, args.round)
     print("client  attacker  samples  |update|  mean cos. distance: models (x1e-4)  updates  admitted")
+    norms = sorted(r["norm"] for r in rows)
+    k = len(norms)
+    median = norms[k // 2] if k % 2 else (norms[k // 2 - 1] + norms[k // 2]) / 2
+    print(f"median update norm over the {k} clients (FLAME's clipping bound S_t): {median:.3f}")
     for r in rows:
         print(f"{r['client']:6d}  {'yes' if r['attacker'] else 'no':>8}  {r['samples']:7d}  {r['norm']:8.3f}  "
               f"{r['dist_models'] * 1e4:34.1f}  {r['dist_updates']:7.3f}  {'yes' if r['admitted'] else 'no':>8}")

@@ -42,7 +42,7 @@ def test_replayed_round_is_the_run_s_own_round(tmp_path, capsys):
     assert all(r["norm"] > 0 and r["samples"] > 0 for r in rows)
     assert _load().main([str(tmp_path / "two")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("client  attacker") and len(out) == 1 + 5
+    assert out[0].startswith("client  attacker") and out[1].startswith("median update norm") and len(out) == 2 + 5
 
 
 def test_unfinished_run_is_refused(tmp_path):
