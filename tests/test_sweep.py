@@ -225,21 +225,6 @@ def test_ranking_check_counts_cells_near_the_paper_by_hand():
     assert ranking_check(t)["near"] is None  # no paper values at all
 
 
-def test_report_lists_the_admitted_attackers(tmp_path):
-    grid = _grid(tmp_path)
-    spec = load_sweep(grid)
-    spec.grid = {"defense.name": ["fedavg", "flame"]}
-    spec.table = {"rows": ["defense.name"], "columns": [], "metrics": ["aasr"]}
-    out = tmp_path / "sweep"
-    run_sweep(spec, out, jobs=1, profile="short", log=lambda m: None)
-    text = write_report(out)["report"].read_text()
-    section = text.split("## Admitted attackers")[1].split("##")[0]
-    # FedAvg admits its one attacker in both attacked rounds; FLAME's line appears only if it admitted it
-    flame = json.loads((out / "runs" / "name=FLAME" / "summary.json").read_text())
-    assert "| FedAvg | 0 (" in section and "): 2/2 |" in section
-    assert ("| FLAME |" in section) == bool(flame["fn"])
-
-
 def _fake_sweep(path: Path, runs: list[tuple[dict, dict]], table: dict, grid: dict) -> Path:
     """A finished sweep folder written by hand: (labels, summary) per run."""
     index = {"name": path.name, "grid": grid, "table": table, "runs": []}
@@ -284,3 +269,24 @@ def test_seed_spread_by_hand(tmp_path):
     assert md[5] == "| FLAME / NIR 50 | 10.00 | 40.00 | – | 25.00 | 10.00–40.00 | 27.45 |"
     with pytest.raises(ValueError, match="second run at seed 0"):
         seed_spread(main, [main], "aasr", ref)
+
+
+def test_report_lists_the_admitted_attackers_of_filtering_defenses(tmp_path):
+    """Only a defense that rejected something and still admitted an attacker is listed, with each attacker's
+    id (dataset size): rounds admitted / rounds attacked."""
+    from fedshield.report import admitted_attackers_section
+
+    def rec(client, admitted, samples):
+        return {"client": client, "rounds": 4, "admitted": admitted, "admitted_share": admitted / 4, "samples": samples}
+
+    d = _fake_sweep(tmp_path / "sw", [
+        ({"defense": "FedAvg"}, {"seed": 0, "tp": 0, "fp": 0, "attackers": [rec(0, 4, 50), rec(1, 4, 70)]}),
+        ({"defense": "FLAME"}, {"seed": 0, "tp": 5, "fp": 1, "attackers": [rec(0, 3, 50), rec(1, 0, 70)]}),
+        ({"defense": "Krum"}, {"seed": 0, "tp": 8, "fp": 3, "attackers": [rec(0, 0, 50), rec(1, 0, 70)]}),
+    ], {"rows": ["defense"], "columns": []}, {"defense": []})
+    lines = admitted_attackers_section(d, json.loads((d / "sweep.json").read_text()))
+    assert lines[0] == "## Admitted attackers"
+    assert [x for x in lines if x.startswith("| ") and "run" not in x] == ["| FLAME | 0 (50): 3/4, 1 (70): 0/4 |"]
+    d2 = _fake_sweep(tmp_path / "none", [({"defense": "Krum"}, {"seed": 0, "tp": 8, "attackers": [rec(0, 0, 5)]})],
+                     {"rows": ["defense"], "columns": []}, {"defense": []})
+    assert admitted_attackers_section(d2, json.loads((d2 / "sweep.json").read_text())) == []  # no section at all

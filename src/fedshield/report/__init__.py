@@ -5,23 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..sim.output import atomic_write_text, read_metrics_csv
+from ..sim.output import atomic_write_text, read_json, read_metrics_csv
 from .attackers import format_admission, run_admission
 from .plots import plot_run, plot_sweep_curves
 from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown
 from .seeds import render_seed_spread, seed_spread
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
-__all__ = ["write_report", "plot_run", "build_table", "collect_results", "summarize_sweep"]
+__all__ = ["write_report", "admitted_attackers_section", "plot_run", "build_table", "collect_results", "summarize_sweep"]
 
 
 def admitted_attackers_section(sweep_dir: Path, index: dict) -> list[str]:
-    """Markdown lines: for each finished run whose defense admitted an attacker's update at least once, which
-    attackers (id, dataset size) and in how many of their rounds (:func:`.attackers.run_admission`)."""
+    """Markdown lines: for each finished run of a filtering defense (it rejected some update) that admitted an
+    attacker's update at least once, which attackers (id, dataset size) and in how many of their rounds
+    (:func:`.attackers.run_admission`). Defenses that admit everyone (Median, Trimmed-Mean, ...) are left out."""
     lines = []
     for r in index["runs"]:
         run_dir = sweep_dir / "runs" / r["id"]
         if not (run_dir / "summary.json").exists():
+            continue
+        summary = read_json(run_dir / "summary.json", "run summary")
+        if not isinstance(summary, dict) or not (summary.get("tp") or summary.get("fp")):
             continue
         recs = run_admission(run_dir)
         if any(a["admitted"] for a in recs):
@@ -29,8 +33,8 @@ def admitted_attackers_section(sweep_dir: Path, index: dict) -> list[str]:
     if not lines:
         return []
     return ["## Admitted attackers", "",
-            "Runs whose defense let an attacker's update in: per attacker, id (local dataset size): rounds admitted / "
-            "rounds attacked.", "", "| run | attackers |", "|---|---|", *lines, ""]
+            "Runs of a filtering defense that let an attacker's update in: per attacker, id (local dataset size): "
+            "rounds admitted / rounds attacked.", "", "| run | attackers |", "|---|---|", *lines, ""]
 
 
 def write_report(
