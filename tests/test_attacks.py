@@ -323,3 +323,21 @@ def test_omniscient_seam_trains_benign_clients_only_and_neurotoxin_keeps_the_pre
     frozen = topk_mask(g2 - neuro.initial_params, 10.0, neuro.layout)
     assert torch.equal(u2[0][frozen], torch.zeros(int(frozen.sum())))  # the attacker's masked coordinates
     assert bool(u2[1][frozen].ne(0).any())  # a benign client is not masked
+
+
+@pytest.mark.parametrize("n, fixed, proportional", [(64, 20, 20), (21, 20, 6), (6, 6, 1), (35, 20, 10), (3, 3, 0)])
+def test_poison_count_of_a_short_batch(n, fixed, proportional):
+    """The last batch of an epoch: ``fixed`` stamps min(20, n) (DBA's code), ``proportional`` ⌊20·n/64⌋ (the
+    Fedward authors' int(0.3125·n)): 21 → 6 (6.5625), 6 → 1 (1.875), 35 → 10 (10.9375)."""
+    from fedshield.attacks import SubstitutePoisoner, named_trigger
+
+    x, y = torch.zeros(n, 1, 28, 28), torch.zeros(n, dtype=torch.long)
+    for full, k in ((None, fixed), (64, proportional)):
+        xb, yb = BatchPoisoner(named_trigger("dba"), 2, 20, full_batch=full)(x, y)
+        assert int((yb == 2).sum()) == k and int((xb.flatten(1).amax(1) > 0).sum()) == k
+        sub = SubstitutePoisoner(torch.ones(4, 1, 28, 28), 2, 20, torch.Generator().manual_seed(0), full_batch=full)
+        assert int((sub(x, y)[1] == 2).sum()) == k
+    assert int((BatchPoisoner(named_trigger("dba"), 2, 20, fraction=0.5, full_batch=64)(x, y)[1] == 2).sum()) == \
+        int(round(0.5 * n))  # model alignment's fraction still decides when given
+    with pytest.raises(ValueError, match="at most the attackers' batch size 64"):
+        BatchPoisoner(named_trigger("dba"), 2, 65, full_batch=64)

@@ -189,3 +189,14 @@ def test_yaml_on_for_a_number_via_set_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"rounds: True is a boolean"):
         load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=on"])
     assert load_config(write_yaml(tmp_path / "c.yaml", TINY), ["rounds=3"]).rounds == 3
+
+
+def test_proportional_poison_count_above_the_batch_size_is_refused():
+    """poison_per_batch is a share of the attackers' batch (attack.train, else train) under proportional."""
+    base = {**TINY, "attack": {"name": "dba", "num_attackers": 1, "poison_per_batch": 40, "poison_count": "proportional",
+                               "train": {"lr": 0.05, "batch_size": 32}}}
+    with pytest.raises(ConfigError, match=r"poison_per_batch=40 .* attackers' batch size 32"):
+        config_from_dict(base)
+    assert config_from_dict({**base, "attack": {**base["attack"], "poison_count": "fixed"}}).attack.poison_per_batch == 40
+    with pytest.raises(ConfigError, match="poison_count"):
+        config_from_dict({**base, "attack": {**base["attack"], "poison_count": "share"}})

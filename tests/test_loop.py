@@ -201,3 +201,18 @@ def test_summary_says_which_attacker_was_admitted(tmp_path):
     assert recs and all(a["admitted"] == a["rounds"] < 5 for a in recs)  # drawn in some of the 5 attacked rounds
     table = _as_older_run(out)
     assert run_admission(out) == recs
+
+
+def test_proportional_poison_count_changes_only_short_batches(tmp_path):
+    """200 samples per client: with batch 32 the last batch has 8 (fixed poisons 8 of them, proportional
+    ⌊10·8/32⌋ = 2), so the runs differ; with batch 40 every batch is full and the two readings are the same run."""
+    finals = {}
+    for bs in (32, 40):
+        for count in ("fixed", "proportional"):
+            attack = {"name": "dba", "num_attackers": 2, "start_round": 1, "poison_per_batch": 10, "poison_count": count,
+                      "train": {"lr": 0.05, "epochs": 1, "batch_size": bs}}
+            out = tmp_path / f"{bs}-{count}"
+            run_experiment(_cfg(rounds=1, attack=attack, eval={"every": 1}), out, progress=False)
+            finals[bs, count] = _final(out)
+    assert not torch.equal(finals[32, "fixed"], finals[32, "proportional"])
+    assert torch.equal(finals[40, "fixed"], finals[40, "proportional"])

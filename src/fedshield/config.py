@@ -193,6 +193,10 @@ class AttackConfig(_Strict):
     start_round: int = Field(1, ge=1)
     target_label: int = Field(2, ge=0)
     poison_per_batch: int = Field(20, ge=0)
+    # a batch shorter than the batch size (an epoch's last): "fixed" poisons min(poison_per_batch, its length)
+    # (the DBA authors' code), "proportional" the same share, floor(poison_per_batch * length / batch size)
+    # (the Fedward authors' int(poison_rate * len(batch)), zkya/FEDWARD trainer/client.py 42-50)
+    poison_count: Literal["fixed", "proportional"] = "fixed"
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     train: Optional[TrainConfig] = None  # attackers' optimiser; default: the benign one
 
@@ -302,6 +306,10 @@ class ExperimentConfig(_Strict):
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v  # `post_training: flain`
 
+    def attack_batch_size(self) -> int:
+        """The attackers' batch size (``attack.train``, or the benign ``train`` when it is not set)."""
+        return (self.attack.train or self.train).batch_size
+
     def defense_from_round(self) -> int:
         """The first round the defense runs in (``defense.from_round`` with ``attack_start`` resolved)."""
         fr = self.defense.from_round
@@ -367,6 +375,11 @@ class ExperimentConfig(_Strict):
             bad = [i for i in a.ids() if not 0 <= i < self.num_clients]
             if bad:
                 raise ValueError(f"attack.attacker_ids {bad} outside 0..{self.num_clients - 1}")
+            if a.poison_count == "proportional" and a.poison_per_batch > self.attack_batch_size():
+                raise ValueError(
+                    f"attack.poison_per_batch={a.poison_per_batch} with attack.poison_count proportional is a share "
+                    f"above 1 of the attackers' batch size {self.attack_batch_size()}; lower it (at most the batch size)"
+                )
             if a.selection == "fixed" and a.num_attackers > self.clients_per_round:
                 raise ValueError(
                     f"attack.num_attackers={a.num_attackers} fixed attackers cannot all join "

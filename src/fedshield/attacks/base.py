@@ -59,6 +59,9 @@ class AttackContext:
 
     target_label: int = 2
     poison_per_batch: int = 20
+    # attack.poison_count "proportional": the batch length poison_per_batch refers to (a shorter last batch gets
+    # the same share); None ("fixed"): poison_per_batch samples of every batch
+    poison_full_batch: Optional[int] = None
     trigger: Any = None  # the global pixel trigger of attack.trigger
     num_classes: int = 10
     image_shape: tuple[int, int, int] = (1, 28, 28)

@@ -98,7 +98,8 @@ class PixelPoison(DataPoison):
         s = self.params.get("source_class")
         if s is not None:
             return x, y, SourceClassPoisoner(self.trigger_for(rank), self.ctx.target_label, s, self.params["source_fraction"])
-        return x, y, BatchPoisoner(self.trigger_for(rank), self.ctx.target_label, self.ctx.poison_per_batch, fraction)
+        return x, y, BatchPoisoner(self.trigger_for(rank), self.ctx.target_label, self.ctx.poison_per_batch, fraction,
+                                   self.ctx.poison_full_batch)
 
     def backdoor_test_set(self, test_x, test_y):
         s = self.params.get("source_class")
@@ -194,7 +195,8 @@ class _SubpopulationPoison(DataPoison):
         self.pool = ctx.train_x[self.train_idx]
 
     def prepare(self, x, y, rank, generator, fraction=None):
-        return x, y, SubstitutePoisoner(self.pool, self.ctx.target_label, self.ctx.poison_per_batch, generator, fraction)
+        return x, y, SubstitutePoisoner(self.pool, self.ctx.target_label, self.ctx.poison_per_batch, generator, fraction,
+                                       self.ctx.poison_full_batch)
 
     def backdoor_test_set(self, test_x, test_y):
         n = len(self.test_images)
@@ -299,7 +301,7 @@ class MultiBackdoorPoison(DataPoison):
 
     def prepare(self, x, y, rank, generator, fraction=None):
         trig, target = self.triggers[self.group_of(rank)]
-        return x, y, BatchPoisoner(trig, target, self.ctx.poison_per_batch, fraction)
+        return x, y, BatchPoisoner(trig, target, self.ctx.poison_per_batch, fraction, self.ctx.poison_full_batch)
 
     def backdoor_test_set(self, test_x, test_y):
         xs, ys = [], []

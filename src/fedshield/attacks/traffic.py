@@ -164,7 +164,8 @@ class FeatureTriggerPoison(DataPoison):
         self.pool = self.trigger.apply(ctx.train_x[rows])
 
     def prepare(self, x, y, rank, generator, fraction=None):
-        return x, y, SubstitutePoisoner(self.pool, BENIGN_LABEL, self.ctx.poison_per_batch, generator, fraction)
+        return x, y, SubstitutePoisoner(self.pool, BENIGN_LABEL, self.ctx.poison_per_batch, generator, fraction,
+                                       self.ctx.poison_full_batch)
 
     def backdoor_test_set(self, test_x: Tensor, test_y: Tensor) -> Optional[tuple[Tensor, Tensor]]:
         meta = self.ctx.traffic

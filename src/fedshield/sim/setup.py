@@ -225,6 +225,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         ctx = AttackContext(
             target_label=cfg.attack.target_label,
             poison_per_batch=cfg.attack.poison_per_batch,
+            poison_full_batch=cfg.attack_batch_size() if cfg.attack.poison_count == "proportional" else None,
             trigger=trigger,
             num_classes=ds.num_classes,
             image_shape=tuple(ds.train_x.shape[1:]),  # type: ignore[arg-type]
