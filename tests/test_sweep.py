@@ -290,3 +290,13 @@ def test_report_lists_the_admitted_attackers_of_filtering_defenses(tmp_path):
     d2 = _fake_sweep(tmp_path / "none", [({"defense": "Krum"}, {"seed": 0, "tp": 8, "attackers": [rec(0, 0, 5)]})],
                      {"rows": ["defense"], "columns": []}, {"defense": []})
     assert admitted_attackers_section(d2, json.loads((d2 / "sweep.json").read_text())) == []  # no section at all
+
+
+def test_ranking_check_leaves_out_unfinished_settings():
+    nan = float("nan")
+    cells = {((d,), (s,), "aasr"): v for d, s, v in [
+        ("FLAME", "A", (5, 6)), ("Median", "A", (30, 35)),
+        ("FLAME", "B", (nan, 6)), ("Median", "B", (20, 30))]}  # B: FLAME has not finished
+    rc = ranking_check({"cells": cells, "rows_keys": ["defense"], "cols_keys": ["data"],
+                        "compare": {"by": "defense", "metric": "aasr", "better": ["FLAME"], "than": ["Median"]}})
+    assert (rc["settings"], rc["ours"], rc["pairs"], rc["pairs_ours"], rc["near_of"]) == (1, 1, 1, 1, 1)

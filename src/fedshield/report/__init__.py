@@ -59,10 +59,11 @@ def write_report(
     rc = ranking_check(t)
     if rc:
         cmp = t["compare"]
+        partial = " Only settings whose runs have all finished are counted." if t["finished"] < t["total"] else ""
         md += ["## Ranking", "",
                f"Settings where {' and '.join(cmp['better'])} both have lower {cmp.get('metric', 'aasr').upper()} than "
                f"{', '.join(cmp['than'])}: ours {rc['ours']} of {rc['settings']}"
-               + (f", paper {rc['paper']} of {rc['settings']}" if t["has_reference"] else "") + ".",
+               + (f", paper {rc['paper']} of {rc['settings']}" if t["has_reference"] else "") + "." + partial,
                "",
                f"Pairs (setting, one of {', '.join(cmp['better'])}, one of {', '.join(cmp['than'])}) where the first has "
                f"the lower {cmp.get('metric', 'aasr').upper()}: ours {rc['pairs_ours']} of {rc['pairs']}"

@@ -189,7 +189,8 @@ def differences(t: dict[str, Any], threshold: float = 10.0) -> list[tuple[tuple[
 def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
     """For ``table.compare``: in how many settings is every 'better' defense below every 'than' defense, in
     how many (setting, better, than) pairs is the 'better' one below (``pairs_ours``/``pairs_paper`` of
-    ``pairs``; a comparison with a NaN counts as not holding), and in how many of the 'better' defenses' cells
+    ``pairs``; a comparison with a paper NaN counts as not holding; a setting with an unfinished run of ours is
+    left out of every count), and in how many of the 'better' defenses' cells
     with a paper value is ours at most ``compare.within`` (default 5) points above the paper's (``near`` of
     ``near_of``; ``near`` is None without paper values)?"""
     cmp = t.get("compare")
@@ -211,6 +212,10 @@ def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
     within = float(cmp.get("within", 5.0))
     result = {"settings": len(settings), "ours": 0, "paper": 0, "disagree": [],
               "pairs": 0, "pairs_ours": 0, "pairs_paper": 0, "within": within, "near": None, "near_of": 0}
+    for setting, vals in list(settings.items()):
+        if any(math.isnan(v[0]) for v in vals.values()):  # a run of this setting has not finished: left out
+            del settings[setting]
+    result["settings"] = len(settings)
     for setting, vals in settings.items():
         for b in cmp["better"]:
             if b in vals and not any(math.isnan(v) for v in vals[b]):  # a 'better' cell with ours and the paper's
