@@ -296,7 +296,8 @@ def test_ranking_check_leaves_out_unfinished_settings():
     nan = float("nan")
     cells = {((d,), (s,), "aasr"): v for d, s, v in [
         ("FLAME", "A", (5, 6)), ("Median", "A", (30, 35)),
-        ("FLAME", "B", (nan, 6)), ("Median", "B", (20, 30))]}  # B: FLAME has not finished
+        ("FLAME", "B", (nan, 6)), ("Median", "B", (20, 30)),  # B: FLAME has not finished
+        ("Other", "A", (nan, nan))]}  # a defense outside the comparison: does not hold A back
     rc = ranking_check({"cells": cells, "rows_keys": ["defense"], "cols_keys": ["data"],
                         "compare": {"by": "defense", "metric": "aasr", "better": ["FLAME"], "than": ["Median"]}})
     assert (rc["settings"], rc["ours"], rc["pairs"], rc["pairs_ours"], rc["near_of"]) == (1, 1, 1, 1, 1)

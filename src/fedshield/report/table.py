@@ -213,7 +213,8 @@ def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
     result = {"settings": len(settings), "ours": 0, "paper": 0, "disagree": [],
               "pairs": 0, "pairs_ours": 0, "pairs_paper": 0, "within": within, "near": None, "near_of": 0}
     for setting, vals in list(settings.items()):
-        if any(math.isnan(v[0]) for v in vals.values()):  # a run of this setting has not finished: left out
+        compared = [v for d, v in vals.items() if d in cmp["better"] or d in cmp["than"]]
+        if any(math.isnan(v[0]) for v in compared):  # a compared run of this setting has not finished: left out
             del settings[setting]
     result["settings"] = len(settings)
     for setting, vals in settings.items():
