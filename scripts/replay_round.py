@@ -22,6 +22,7 @@ import torch
 from sklearn.metrics.pairwise import cosine_distances
 
 from fedshield.config import load_config
+from fedshield.core.numeric import median
 from fedshield.core.seeding import torch_stream
 from fedshield.defenses import RoundInput
 from fedshield.sim import build_setup
@@ -57,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = replay(args.run_dir, args.round)
     print("client  attacker  samples  |update|  mean cos. distance: models (x1e-4)  updates  admitted")
-    norms = sorted(r["norm"] for r in rows)
-    k = len(norms)
-    median = norms[k // 2] if k % 2 else (norms[k // 2 - 1] + norms[k // 2]) / 2
-    print(f"median update norm over the {k} clients (FLAME's clipping bound S_t): {median:.3f}")
+    s_t = float(median(torch.tensor([r["norm"] for r in rows], dtype=torch.float64)))
+    print(f"median update norm over the {len(rows)} clients (FLAME's clipping bound S_t): {s_t:.3f}")
     for r in rows:
         print(f"{r['client']:6d}  {'yes' if r['attacker'] else 'no':>8}  {r['samples']:7d}  {r['norm']:8.3f}  "
               f"{r['dist_models'] * 1e4:34.1f}  {r['dist_updates']:7.3f}  {'yes' if r['admitted'] else 'no':>8}")

@@ -274,7 +274,7 @@ def test_seed_spread_by_hand(tmp_path):
 def test_report_lists_the_admitted_attackers_of_filtering_defenses(tmp_path):
     """Only a defense that rejected something and still admitted an attacker is listed, with each attacker's
     id (dataset size): rounds admitted / rounds attacked."""
-    from fedshield.report import admitted_attackers_section
+    from fedshield.report import admitted_attackers_section, collect_results
 
     def rec(client, admitted, samples):
         return {"client": client, "rounds": 4, "admitted": admitted, "admitted_share": admitted / 4, "samples": samples}
@@ -284,12 +284,12 @@ def test_report_lists_the_admitted_attackers_of_filtering_defenses(tmp_path):
         ({"defense": "FLAME"}, {"seed": 0, "tp": 5, "fp": 1, "attackers": [rec(0, 3, 50), rec(1, 0, 70)]}),
         ({"defense": "Krum"}, {"seed": 0, "tp": 8, "fp": 3, "attackers": [rec(0, 0, 50), rec(1, 0, 70)]}),
     ], {"rows": ["defense"], "columns": []}, {"defense": []})
-    lines = admitted_attackers_section(d, json.loads((d / "sweep.json").read_text()))
+    lines = admitted_attackers_section(d, collect_results(d))
     assert lines[0] == "## Admitted attackers"
     assert [x for x in lines if x.startswith("| ") and "run" not in x] == ["| FLAME | 0 (50): 3/4, 1 (70): 0/4 |"]
     d2 = _fake_sweep(tmp_path / "none", [({"defense": "Krum"}, {"seed": 0, "tp": 8, "attackers": [rec(0, 0, 5)]})],
                      {"rows": ["defense"], "columns": []}, {"defense": []})
-    assert admitted_attackers_section(d2, json.loads((d2 / "sweep.json").read_text())) == []  # no section at all
+    assert admitted_attackers_section(d2, collect_results(d2)) == []  # no section at all
 
 
 def test_ranking_check_leaves_out_unfinished_settings():

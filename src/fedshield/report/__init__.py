@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..sim.output import atomic_write_text, read_json, read_metrics_csv
+from ..sim.output import atomic_write_text, read_metrics_csv
 from .attackers import format_admission, run_admission
 from .plots import plot_run, plot_sweep_curves
 from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown
@@ -15,19 +15,16 @@ from .table import build_table, differences, ranking_check, render_csv, render_m
 __all__ = ["write_report", "admitted_attackers_section", "plot_run", "build_table", "collect_results", "summarize_sweep"]
 
 
-def admitted_attackers_section(sweep_dir: Path, index: dict) -> list[str]:
-    """Markdown lines: for each finished run of a filtering defense (it rejected some update) that admitted an
-    attacker's update at least once, which attackers (id, dataset size) and in how many of their rounds
-    (:func:`.attackers.run_admission`). Defenses that admit everyone (Median, Trimmed-Mean, ...) are left out."""
+def admitted_attackers_section(sweep_dir: Path, results: list[dict]) -> list[str]:
+    """Markdown lines: for each finished run (``results``: :func:`.results.collect_results`) of a filtering
+    defense (it rejected some update) that admitted an attacker's update at least once, which attackers (id,
+    dataset size) and in how many of their rounds (:func:`.attackers.run_admission`). Defenses that admit
+    everyone (Median, Trimmed-Mean, ...) are left out."""
     lines = []
-    for r in index["runs"]:
-        run_dir = sweep_dir / "runs" / r["id"]
-        if not (run_dir / "summary.json").exists():
+    for r in results:
+        if not (r.get("tp") or r.get("fp")):
             continue
-        summary = read_json(run_dir / "summary.json", "run summary")
-        if not isinstance(summary, dict) or not (summary.get("tp") or summary.get("fp")):
-            continue
-        recs = run_admission(run_dir)
+        recs = run_admission(sweep_dir / "runs" / r["id"], summary=r)
         if any(a["admitted"] for a in recs):
             lines.append(f"| {' / '.join(str(v) for v in r['labels'].values())} | {format_admission(recs)} |")
     if not lines:
@@ -79,7 +76,7 @@ def write_report(
         for metric in ("aasr", "malicious_accepted_share"):
             md += render_seed_spread(seed_spread(sweep_dir, list(seeds), metric, reference))
     results = collect_results(sweep_dir)
-    md += admitted_attackers_section(sweep_dir, index)
+    md += admitted_attackers_section(sweep_dir, results)
     md += ["## Time", "", format_breakdown(time_breakdown(sweep_dir, results)), ""]
     line_key = (t["compare"] or {}).get("by", "defense")
     runs = []

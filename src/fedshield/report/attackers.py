@@ -37,13 +37,14 @@ def _attacker_sizes(run_dir: Path) -> dict[int, int]:
     return _SIZES[key]
 
 
-def run_admission(run_dir: str | Path, sizes: bool = True) -> list[dict[str, Any]]:
+def run_admission(run_dir: str | Path, sizes: bool = True, summary: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """Per-attacker admission of the finished run in ``run_dir`` (records as in ``summary.json``'s ``attackers``):
-    from the summary when it has them, else rebuilt from ``metrics.csv`` and ``config.yaml`` (``sizes``: also
-    rebuild the attackers' dataset sizes, which reads the dataset; left out if that fails). ``[]`` when the
-    run's metrics do not name the rejected clients."""
+    from the summary (``summary``, or read from the folder) when it has them, else rebuilt from ``metrics.csv``
+    and ``config.yaml`` (``sizes``: also rebuild the attackers' dataset sizes, which reads the dataset; left out
+    if that fails). ``[]`` when the run's metrics do not name the rejected clients."""
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / "summary.json", "run summary")
+    if summary is None:
+        summary = read_json(run_dir / "summary.json", "run summary")
     if isinstance(summary, dict) and summary.get("attackers"):
         return list(summary["attackers"])
     rows = read_metrics_csv(run_dir / "metrics.csv")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .results import collect_results, read_sweep_index
-from .table import METRIC_NAMES, load_reference
+from .table import METRIC_NAMES, table_layout
 
 __all__ = ["seed_spread", "render_seed_spread"]
 
@@ -30,13 +30,8 @@ def seed_spread(
     ``{"cell": labels, "values": {seed: value %}, "mean", "low", "high", "paper"}`` (NaN where missing), and
     the counts ``inside`` (paper value within [low, high]) and ``near`` (mean ≤ paper + ``within``) of ``of``
     cells that have a paper value. A seed run twice for one cell is an error: the sweeps overlap."""
-    index = read_sweep_index(sweep_dir)
-    layout = index.get("table") or {}
-    grid_keys = list(index["grid"])
-    keys = (layout.get("rows") or grid_keys[:-1]) + (layout.get("columns") or grid_keys[-1:])
-    ref_keys = layout.get("reference_keys") or keys
-    ref_path = reference or index.get("reference")
-    ref = load_reference(ref_path, ref_keys) if ref_path else {}
+    rows_k, cols_k, ref_keys, ref = table_layout(read_sweep_index(sweep_dir), reference)
+    keys = rows_k + cols_k
     cells: dict[tuple[str, ...], dict[int, float]] = {}
     order: list[tuple[str, ...]] = []
     for d in [sweep_dir, *other_dirs]:

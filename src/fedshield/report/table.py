@@ -25,7 +25,7 @@ from typing import Any, Optional
 from ..sim.output import read_json
 from .results import read_sweep_index
 
-__all__ = ["load_reference", "build_table", "render_markdown", "render_csv", "differences", "ranking_check"]
+__all__ = ["load_reference", "table_layout", "build_table", "render_markdown", "render_csv", "differences", "ranking_check"]
 
 METRIC_NAMES = {
     "aasr": "AASR",
@@ -90,15 +90,14 @@ def _ordered_labels(index: dict[str, Any], key: str) -> list[str]:
     return list(seen)
 
 
-def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -> dict[str, Any]:
-    """The table as data: row/column label tuples and cells {(row, col, metric): (ours %, paper % or NaN)}."""
-    sweep_dir = Path(sweep_dir)
-    index = read_sweep_index(sweep_dir)
+def table_layout(index: dict[str, Any], reference: Optional[str | Path] = None) -> tuple[
+        list[str], list[str], list[str], dict[tuple[tuple[str, ...], str], float]]:
+    """The table's row keys, column keys, reference keys and reference values of a sweep index (its ``table``
+    section; the reference from ``reference`` or the grid file's), checked against the grid keys."""
     layout = index.get("table") or {}
     grid_keys = list(index["grid"])
     rows_k = layout["rows"] if "rows" in layout else grid_keys[:-1]
     cols_k = layout["columns"] if "columns" in layout else grid_keys[-1:]
-    metrics = layout.get("metrics") or ["aasr", "final_ma"]
     bad = [k for k in rows_k + cols_k if k not in grid_keys]
     if bad:
         raise ValueError(f"table keys {bad} are not grid keys {grid_keys}")
@@ -109,9 +108,19 @@ def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -
     bad = [k for k in ref_keys if k not in keys]
     if bad:
         raise ValueError(f"table reference_keys {bad} are not table rows or columns {keys}")
-    ref_pos = [keys.index(k) for k in ref_keys]
     ref_path = reference or index.get("reference")
-    ref = load_reference(ref_path, ref_keys) if ref_path else {}
+    return rows_k, cols_k, ref_keys, (load_reference(ref_path, ref_keys) if ref_path else {})
+
+
+def build_table(sweep_dir: str | Path, reference: Optional[str | Path] = None) -> dict[str, Any]:
+    """The table as data: row/column label tuples and cells {(row, col, metric): (ours %, paper % or NaN)}."""
+    sweep_dir = Path(sweep_dir)
+    index = read_sweep_index(sweep_dir)
+    layout = index.get("table") or {}
+    metrics = layout.get("metrics") or ["aasr", "final_ma"]
+    rows_k, cols_k, ref_keys, ref = table_layout(index, reference)
+    keys = rows_k + cols_k
+    ref_pos = [keys.index(k) for k in ref_keys]
     ours: dict[tuple[str, ...], dict[str, Any]] = {}
     for r in index["runs"]:
         p = sweep_dir / "runs" / r["id"] / "summary.json"
@@ -210,13 +219,11 @@ def ranking_check(t: dict[str, Any]) -> Optional[dict[str, Any]]:
         setting = labels[:pos] + labels[pos + 1 :]
         settings.setdefault(setting, {})[labels[pos]] = vals
     within = float(cmp.get("within", 5.0))
+    # a setting with an unfinished run among the compared defenses is left out
+    settings = {s: vals for s, vals in settings.items()
+                if not any(math.isnan(v[0]) for d, v in vals.items() if d in cmp["better"] or d in cmp["than"])}
     result = {"settings": len(settings), "ours": 0, "paper": 0, "disagree": [],
               "pairs": 0, "pairs_ours": 0, "pairs_paper": 0, "within": within, "near": None, "near_of": 0}
-    for setting, vals in list(settings.items()):
-        compared = [v for d, v in vals.items() if d in cmp["better"] or d in cmp["than"]]
-        if any(math.isnan(v[0]) for v in compared):  # a compared run of this setting has not finished: left out
-            del settings[setting]
-    result["settings"] = len(settings)
     for setting, vals in settings.items():
         for b in cmp["better"]:
             if b in vals and not any(math.isnan(v) for v in vals[b]):  # a 'better' cell with ours and the paper's
