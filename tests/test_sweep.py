@@ -267,6 +267,9 @@ def test_seed_spread_by_hand(tmp_path):
     assert md[2] == "| defense / data | seed 0 | seed 1 | seed 2 | mean | range | paper |"
     assert md[4] == "| FLAME / NIR 25 | 50.00 | 12.00 | 13.00 | 25.00 | 12.00–50.00 | 9.97 |"
     assert md[5] == "| FLAME / NIR 50 | 10.00 | 40.00 | – | 25.00 | 10.00–40.00 | 27.45 |"
+    assert md[7] == ("Of the 2 cells with a paper value: the paper's AASR lies within our range over seeds in 1; "
+                     "our mean is within 5 points of it or lower in 1.")
+    assert render_seed_spread({**s, "of": 1})[7].startswith("Of the 1 cell with a paper value:")
     with pytest.raises(ValueError, match="second run at seed 0"):
         seed_spread(main, [main], "aasr", ref)
 
