@@ -85,6 +85,7 @@ def render_seed_spread(s: dict[str, Any]) -> list[str]:
         lines.append(f"| {' / '.join(c['cell'])} | " + " | ".join(f(c["values"].get(k, math.nan)) for k in seeds)
                      + f" | {f(c['mean'])} | {f(c['low'])}–{f(c['high'])} | {f(c['paper'])} |")
     if s["of"]:
-        lines += ["", f"Of the {s['of']} cell{'s' if s['of'] != 1 else ''} with a paper value: the paper's {name} lies within our range over seeds "
+        noun = "cell" if s["of"] == 1 else "cells"
+        lines += ["", f"Of the {s['of']} {noun} with a paper value: the paper's {name} lies within our range over seeds "
                       f"in {s['inside']}; our mean is within {s['within']:g} points of it or lower in {s['near']}."]
     return lines + [""]
