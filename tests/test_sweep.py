@@ -73,6 +73,25 @@ def test_section_values_merge_and_bad_points_are_named(tmp_path):
         expand(load_sweep(path))
 
 
+def test_set_changes_the_shared_base_for_every_run(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({**BASE, "train": {"lr": 0.1, "epochs": 2}}))
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "set": {"rounds": 7, "train.epochs": 3},
+                                    "grid": {"seed": [0, 1]}}))
+    runs = expand(load_sweep(path))
+    assert [r.config["rounds"] for r in runs] == [7, 7]
+    assert all(r.config["train"] == {"lr": 0.1, "epochs": 3} for r in runs)  # the rest of the section is kept
+    assert [r.run_id for r in runs] == ["seed=0", "seed=1"]  # fixed changes do not enter the run ids
+    assert yaml.safe_load(base.read_text())["train"]["epochs"] == 2  # the base file is untouched
+    path.write_text(yaml.safe_dump({"base": BASE, "set": ["rounds=7"], "grid": {"seed": [0]}}))
+    with pytest.raises(ConfigError, match="'set' must map dotted config keys"):
+        load_sweep(path)
+    path.write_text(yaml.safe_dump({"base": BASE, "set": {"rounds.x": 7}, "grid": {"seed": [0]}}))
+    with pytest.raises(ConfigError, match="set: rounds.x: 'rounds' is not a section"):
+        load_sweep(path)
+
+
 def test_every_bad_grid_point_is_listed_before_anything_runs(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({"base": BASE, "grid": {

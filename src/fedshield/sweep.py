@@ -4,6 +4,7 @@ A grid file (YAML)::
 
     name: my_sweep
     base: configs/some_config.yaml        # a path (relative to the grid file) or an inline mapping
+    set: {rounds: 220, train.epochs: 3}   # optional: this file's fixed changes to the base (dotted keys)
     grid:                                 # every combination is one run; keys are dotted config keys
       defense.name: [flame, fedward]
       data: [{partition: iid, _label: IID}, {partition: deg_niid, fraction: 0.5, _label: NIR 50}]
@@ -79,9 +80,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a grid file (every run's config is validated before anything runs)."""
     path = Path(path)
     data = read_yaml_mapping(path, "grid file")
-    unknown = set(data) - {"name", "base", "grid", "labels", "profiles", "table", "reference"}
+    unknown = set(data) - {"name", "base", "set", "grid", "labels", "profiles", "table", "reference"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, base, grid, labels, profiles, table, reference")
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, base, set, grid, labels, profiles, table, reference")
     base = data.get("base", {})
     if isinstance(base, str):
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
@@ -92,6 +93,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
         base = read_yaml_mapping(base_path, "base config")
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: 'base' must be a config file path or a mapping, got a {type(base).__name__}")
+    fixed = data.get("set") or {}
+    if not isinstance(fixed, dict) or not all(isinstance(k, str) and k for k in fixed):
+        raise ConfigError(f"{path}: 'set' must map dotted config keys to values (fixed changes to the base)")
+    for key, value in fixed.items():  # the grid file's own changes to a shared base, the same for every run
+        try:
+            set_key(base, key, copy.deepcopy(value))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: set: {exc}") from None
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{path}: 'grid' must map dotted config keys to non-empty lists of values")
