@@ -53,11 +53,18 @@ def _survivors(seen):
     return {pid: name for pid, (name, args) in seen.items() if alive(pid) and cmdline(pid) == args}
 
 
+def _default_sigint() -> None:
+    # A test runner started as a background job (`make test &`, nohup) ignores SIGINT, and an ignored SIGINT
+    # is inherited: Python would then never raise KeyboardInterrupt and the Ctrl-C tests would hang. Start
+    # federate the way a terminal does, with SIGINT at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out, *extra):
     cmd = [sys.executable, "-m", "fedshield", "federate", str(CONFIG), "--set", "rounds=2", *REPLACEMENT,
            "--out", str(out), *extra]
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
 
 
 def test_federate_writes_the_run_folder_rejects_the_attacker_and_stops_every_process(tmp_path):
