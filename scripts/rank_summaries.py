@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedshield.report.table import load_reference, ranking_check
+from fedshield.report.table import ranking_check, table_layout
 from fedshield.sweep import load_sweep
 
 
@@ -34,14 +34,10 @@ def read_cells(grid_file: str | Path, summaries: list[str | Path], metric: str =
     file's run replaces an earlier one's with the same table labels."""
     spec = load_sweep(grid_file)
     layout = spec.table
-    keys_grid = list(spec.grid)
-    rows_k = layout.get("rows") or keys_grid[:-1]
-    cols_k = layout.get("columns") or keys_grid[-1:]
     if "compare" not in layout:
         raise SystemExit(f"{grid_file}: its table has no 'compare' section; there is nothing to rank")
+    rows_k, cols_k, ref_keys, ref = table_layout({"table": layout, "grid": spec.grid, "reference": spec.reference})
     keys = rows_k + cols_k
-    ref_keys = layout.get("reference_keys") or keys
-    ref = load_reference(spec.reference, ref_keys) if spec.reference else {}
     runs: dict[tuple[str, ...], float] = {}
     for path in summaries:
         with open(path, newline="") as f:
@@ -79,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         part = {k: v for k, v in t["cells"].items() if k[0][0] == value}
         print(f"{t['rows_keys'][0]} = {value}:", _counts(ranking_check({**t, "cells": part})))
     within = float(t["compare"].get("within", 5.0))
+    by = (t["rows_keys"] + t["cols_keys"]).index(t["compare"].get("by", "defense.name"))
     for (row, col, _), (mine, paper) in sorted(t["cells"].items()):
-        defense = (row + col)[(t["rows_keys"] + t["cols_keys"]).index(t["compare"].get("by", "defense.name"))]
+        defense = (row + col)[by]
         if defense in t["compare"]["better"] and not math.isnan(paper) and not mine <= paper + within:
             print(f"not within: {' / '.join(row + col)}: ours {mine:.2f}, paper {paper:.2f}")
     return 0
