@@ -152,8 +152,11 @@ def test_partial_sweep_resumes_only_missing_runs(tmp_path):
     rc = ranking_check(t)
     assert rc["settings"] == 2 and rc["paper"] == 1  # paper values exist only for PDR 5
     assert rc["pairs"] == 2 and rc["pairs_paper"] == 1
+    # summary.csv left stale (one run only, as after a later one-run sweep into the folder): the report rewrites it
+    (out / "summary.csv").write_text("\n".join(summary_csv[:2]) + "\n")
     paths = write_report(out, ref)
     assert paths["ba"].exists() and paths["ma"].exists() and "## Ranking" in paths["report"].read_text()
+    assert paths["summary"].read_text().splitlines() == summary_csv
 
     # a reference without one of the table's keys: declared in reference_keys, one value beside every label of it
     ref_no_pdr = tmp_path / "ref_no_pdr.csv"

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from ..sim.output import atomic_write_text, read_metrics_csv
 from .attackers import format_admission, run_admission
 from .plots import plot_run, plot_sweep_curves
-from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown
+from .results import collect_results, format_breakdown, read_sweep_index, summarize_sweep, time_breakdown, write_summary_csv
 from .seeds import render_seed_spread, seed_spread
 from .table import build_table, differences, ranking_check, render_csv, render_markdown
 
@@ -40,7 +40,9 @@ def write_report(
     threshold: float = 10.0,
     seeds: Sequence[str | Path] = (),
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``table.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into the sweep folder.
+    """Write ``report.md``, ``table.csv``, ``summary.csv``, ``ba_per_round.png`` and ``ma_per_round.png`` into
+    the sweep folder. ``summary.csv`` is rewritten from the runs' ``summary.json`` files, so runs finished by a
+    later or partial sweep into the same folder are in it as they are in the report.
     ``seeds``: sweep folders that ran some of its cells at other seeds; the report then shows each such cell's
     AASR and admitted share across seeds (:func:`.seeds.seed_spread`)."""
     sweep_dir = Path(sweep_dir)
@@ -84,7 +86,7 @@ def write_report(
         p = sweep_dir / "runs" / r["id"] / "metrics.csv"
         if p.exists():
             runs.append({"labels": r["labels"], "rows": read_metrics_csv(p)})
-    paths = {"report": sweep_dir / "report.md", "table": sweep_dir / "table.csv"}
+    paths = {"report": sweep_dir / "report.md", "table": sweep_dir / "table.csv", "summary": sweep_dir / "summary.csv"}
     if runs and line_key in runs[0]["labels"]:
         for metric in ("ba", "ma"):
             paths[metric] = sweep_dir / f"{metric}_per_round.png"
@@ -92,4 +94,5 @@ def write_report(
         md += ["## Curves", "", "![BA per round](ba_per_round.png)", "", "![MA per round](ma_per_round.png)", ""]
     atomic_write_text(paths["report"], "\n".join(md))
     atomic_write_text(paths["table"], render_csv(t))
+    write_summary_csv(sweep_dir, results)
     return paths
