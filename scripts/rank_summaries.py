@@ -1,7 +1,7 @@
 """A report's ranking counts recomputed from committed ``summary.csv`` files, with cells of one sweep replaced
 by another's.
 
-    python scripts/rank_summaries.py GRID_FILE SUMMARY_CSV [SUMMARY_CSV ...] [--metric aasr]
+    python scripts/rank_summaries.py GRID_FILE SUMMARY_CSV [SUMMARY_CSV ...] [--metric aasr] [--table]
 
 Reads the grid file's ``table`` (rows, columns, ``compare``) and ``reference``, takes every run of the summary
 files (the ``summary.csv`` that ``fedshield report`` writes: one row per run, a column per grid key holding
@@ -9,7 +9,8 @@ its label), a later file's run replacing an earlier file's run with the same lab
 report's Ranking section prints: the (setting, better, than) pairs where the 'better' defense has the lower
 metric, the settings where every 'better' defense is below every 'than' defense, the 'better' cells within
 ``compare.within`` points of the paper's value or lower (ours and the paper's), overall and per value of the
-first row key, then every 'better' cell that is not within.
+first row key, then every 'better' cell that is not within. ``--table`` first prints the combined table as
+``fedshield report`` renders it (the grid file's table metrics, ours beside the paper's).
 
 Used for docs/results/fedward_table1_fmnist.md ("FLAME under its script's defaults"): the main grid's
 summary.csv with its FLAME runs replaced by those of configs/fedward_table1_fmnist_flame_script.yaml, so
@@ -20,40 +21,59 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from fedshield.report.table import ranking_check, table_layout
-from fedshield.sweep import load_sweep
+from fedshield.report.table import ranking_check, render_markdown, table_layout
+from fedshield.sweep import expand, load_sweep
 
 
-def read_cells(grid_file: str | Path, summaries: list[str | Path], metric: str = "aasr") -> dict[str, Any]:
-    """The table dict :func:`fedshield.report.table.ranking_check` takes, built from summary CSVs; a later
-    file's run replaces an earlier one's with the same table labels."""
+def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list[str]) -> dict[str, Any]:
+    """The table dict of :func:`fedshield.report.table.build_table` (rows and columns in grid order, cells
+    ``{(row, col, metric): (ours %, paper %)}``), built from summary CSVs; a later file's run replaces an
+    earlier one's with the same table labels."""
     spec = load_sweep(grid_file)
-    layout = spec.table
-    if "compare" not in layout:
-        raise SystemExit(f"{grid_file}: its table has no 'compare' section; there is nothing to rank")
-    rows_k, cols_k, ref_keys, ref = table_layout({"table": layout, "grid": spec.grid, "reference": spec.reference})
+    rows_k, cols_k, ref_keys, ref = table_layout({"table": spec.table, "grid": spec.grid, "reference": spec.reference})
     keys = rows_k + cols_k
-    runs: dict[tuple[str, ...], float] = {}
+    runs: dict[tuple[str, ...], dict[str, float]] = {}
     for path in summaries:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [k for k in keys + [metric] if k not in (reader.fieldnames or [])]
+            missing = [k for k in keys + metrics if k not in (reader.fieldnames or [])]
             if missing:
                 raise SystemExit(f"{path}: no column(s) {missing}; is it a summary.csv of a sweep of {grid_file}?")
             for r in reader:
-                value = r[metric].strip()
-                runs[tuple(r[k] for k in keys)] = 100.0 * float(value) if value else math.nan
+                runs[tuple(r[k] for k in keys)] = {
+                    m: 100.0 * float(r[m]) if r[m].strip() else math.nan for m in metrics}
+    order = {k: list(dict.fromkeys(run.labels[k] for run in expand(spec))) for k in keys}
+    rows = list(itertools.product(*(order[k] for k in rows_k)))
+    cols = list(itertools.product(*(order[k] for k in cols_k)))
     cells = {}
-    for labels, mine in runs.items():
-        paper = ref.get((tuple(labels[keys.index(k)] for k in ref_keys), metric), math.nan)
-        cells[(labels[: len(rows_k)], labels[len(rows_k):], metric)] = (mine, paper)
-    return {"rows_keys": rows_k, "cols_keys": cols_k, "cells": cells,
-            "compare": {**layout["compare"], "metric": metric}}
+    for row in rows:
+        for col in cols:
+            labels = row + col
+            ours = runs.get(labels, {})
+            for m in metrics:
+                paper = ref.get((tuple(labels[keys.index(k)] for k in ref_keys), m), math.nan)
+                cells[(row, col, m)] = (ours.get(m, math.nan), paper)
+    return {"rows_keys": rows_k, "cols_keys": cols_k, "metrics": metrics, "rows": rows, "cols": cols,
+            "cells": cells, "has_reference": bool(ref), "compare": spec.table.get("compare"),
+            "finished": sum(1 for labels in runs if labels in {r + c for r in rows for c in cols}),
+            "total": len(rows) * len(cols)}
+
+
+def read_cells(grid_file: str | Path, summaries: list[str | Path], metric: str = "aasr") -> dict[str, Any]:
+    """The table dict :func:`fedshield.report.table.ranking_check` takes: :func:`read_table` for one metric,
+    with that metric compared. A cell no summary holds is NaN, so its setting is left out of the counts, as in
+    the report of an unfinished sweep."""
+    spec = load_sweep(grid_file)
+    if "compare" not in spec.table:
+        raise SystemExit(f"{grid_file}: its table has no 'compare' section; there is nothing to rank")
+    t = read_table(grid_file, summaries, [metric])
+    return {**t, "compare": {**spec.table["compare"], "metric": metric}}
 
 
 def _counts(rc: dict[str, Any]) -> str:
@@ -67,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("grid_file")
     ap.add_argument("summaries", nargs="+")
     ap.add_argument("--metric", default="aasr")
+    ap.add_argument("--table", action="store_true", help="print the combined table first (Markdown)")
     args = ap.parse_args(argv)
+    if args.table:
+        metrics = list(load_sweep(args.grid_file).table.get("metrics") or [args.metric])
+        print(render_markdown(read_table(args.grid_file, args.summaries, metrics)))
     t = read_cells(args.grid_file, args.summaries, args.metric)
     print("all:", _counts(ranking_check(t)))
     first = sorted({row[0] for row, _, _ in t["cells"]})
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     by = (t["rows_keys"] + t["cols_keys"]).index(t["compare"].get("by", "defense.name"))
     for (row, col, _), (mine, paper) in sorted(t["cells"].items()):
         defense = (row + col)[by]
-        if defense in t["compare"]["better"] and not math.isnan(paper) and not mine <= paper + within:
+        if defense in t["compare"]["better"] and not math.isnan(paper) and mine > paper + within:
             print(f"not within: {' / '.join(row + col)}: ours {mine:.2f}, paper {paper:.2f}")
     return 0
 

@@ -62,3 +62,20 @@ def test_a_summary_without_the_table_columns_is_refused(tmp_path):
     bad.write_text("id,defense,aasr\nx,M,0.5\n")
     with pytest.raises(SystemExit, match=r"no column\(s\) \['data'\]"):
         _load().main([str(grid), str(main), str(bad)])
+
+
+def test_table_shows_the_combined_cells_in_grid_order(tmp_path, capsys):
+    grid, main, other = _write(tmp_path)
+    partial = tmp_path / "partial.csv"  # W / B missing: its cell is shown as not run and left out of the counts
+    partial.write_text("".join(line + "\n" for line in main.read_text().splitlines() if not line.endswith("W,0.2")))
+    _load().main([str(grid), str(partial), str(other), "--table"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| defense | A AASR | B AASR |"
+    assert out[2:6] == ["| M | 50.00 (50.00, +0.0) | 40.00 (40.00, +0.0) |",
+                        "| T | 60.00 (60.00, +0.0) | 70.00 (70.00, +0.0) |",
+                        "| F | 10.00 (8.00, +2.0) | 5.00 (30.00, -25.0) |",
+                        "| W | 55.00 (52.00, +3.0) | – (25.00) |"]
+    assert "7 of 8 runs finished." in out[7]
+    # B has a cell not run, so it is left out of every count, as in a report; A as before (F<M, F<T, W<T)
+    assert out[9] == "all: pairs 3 of 4 (paper 3); settings 0 of 1 (paper 0); within 5 points or lower: 2 of 2"
+    assert not any(line.startswith("not within") for line in out)
