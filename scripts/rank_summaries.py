@@ -5,7 +5,8 @@ by another's.
 
 Reads the grid file's ``table`` (rows, columns, ``compare``) and ``reference``, takes every run of the summary
 files (the ``summary.csv`` that ``fedshield report`` writes: one row per run, a column per grid key holding
-its label), a later file's run replacing an earlier file's run with the same labels, and prints what the
+its label; a run whose labels are not a point of the grid's table is refused), a later file's run replacing
+an earlier file's run with the same labels, and prints what the
 report's Ranking section prints: the (setting, better, than) pairs where the 'better' defense has the lower
 metric, the settings where every 'better' defense is below every 'than' defense, the 'better' cells within
 ``compare.within`` points of the paper's value or lower (ours and the paper's), overall and per value of the
@@ -51,6 +52,10 @@ def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list
     order = {k: list(dict.fromkeys(run.labels[k] for run in expand(spec))) for k in keys}
     rows = list(itertools.product(*(order[k] for k in rows_k)))
     cols = list(itertools.product(*(order[k] for k in cols_k)))
+    strangers = sorted(set(runs) - {r + c for r in rows for c in cols})
+    if strangers:
+        raise SystemExit(f"runs whose labels are not a point of {grid_file}'s table ({', '.join(keys)}): "
+                         + "; ".join(" / ".join(labels) for labels in strangers))
     cells = {}
     for row in rows:
         for col in cols:
@@ -61,7 +66,7 @@ def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list
                 cells[(row, col, m)] = (ours.get(m, math.nan), paper)
     return {"rows_keys": rows_k, "cols_keys": cols_k, "metrics": metrics, "rows": rows, "cols": cols,
             "cells": cells, "has_reference": bool(ref), "compare": spec.table.get("compare"),
-            "finished": sum(1 for labels in runs if labels in {r + c for r in rows for c in cols}),
+            "finished": len(runs),
             "total": len(rows) * len(cols)}
 
 
