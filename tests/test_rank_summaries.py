@@ -56,11 +56,16 @@ def test_counts_match_hand_computed_values_and_a_later_file_replaces_cells(tmp_p
     assert not any(line.startswith("not within") for line in out)
 
 
-def test_a_summary_without_the_table_columns_is_refused(tmp_path):
+@pytest.mark.parametrize("text, match", [
+    ("id,defense,aasr\nx,M,0.5\n", r"no column\(s\) \['data'\]"),  # a summary without the table's columns
+    ("id,data,defense,aasr\ny,B,F (script),0.05\n",  # a run that is not a point of the grid
+     r"not a point of .*\(defense, data\): F \(script\) / B"),
+])
+def test_a_summary_that_does_not_fit_the_grid_is_refused(tmp_path, text, match):
     grid, main, _ = _write(tmp_path)
     bad = tmp_path / "bad.csv"
-    bad.write_text("id,defense,aasr\nx,M,0.5\n")
-    with pytest.raises(SystemExit, match=r"no column\(s\) \['data'\]"):
+    bad.write_text(text)
+    with pytest.raises(SystemExit, match=match):
         _load().main([str(grid), str(main), str(bad)])
 
 
@@ -79,11 +84,3 @@ def test_table_shows_the_combined_cells_in_grid_order(tmp_path, capsys):
     # B has a cell not run, so it is left out of every count, as in a report; A as before (F<M, F<T, W<T)
     assert out[9] == "all: pairs 3 of 4 (paper 3); settings 0 of 1 (paper 0); within 5 points or lower: 2 of 2"
     assert not any(line.startswith("not within") for line in out)
-
-
-def test_a_run_that_is_not_a_grid_point_is_refused(tmp_path):
-    grid, main, _ = _write(tmp_path)
-    renamed = tmp_path / "renamed.csv"
-    renamed.write_text("id,data,defense,aasr\ny,B,F (script),0.05\n")
-    with pytest.raises(SystemExit, match=r"not a point of .*\(defense, data\): F \(script\) / B"):
-        _load().main([str(grid), str(main), str(renamed)])
