@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from fedshield.report.table import ranking_check, render_markdown, table_layout
-from fedshield.sweep import expand, load_sweep
+from fedshield.sweep import SweepSpec, expand, load_sweep
 
 
-def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list[str]) -> dict[str, Any]:
+def read_table(spec: SweepSpec, summaries: list[str | Path], metrics: list[str]) -> dict[str, Any]:
     """The table dict of :func:`fedshield.report.table.build_table` (rows and columns in grid order, cells
-    ``{(row, col, metric): (ours %, paper %)}``), built from summary CSVs; a later file's run replaces an
-    earlier one's with the same table labels."""
-    spec = load_sweep(grid_file)
+    ``{(row, col, metric): (ours %, paper %)}``, ``compare`` from the grid file), built from summary CSVs; a
+    later file's run replaces an earlier one's with the same table labels. A cell no summary holds is NaN, so
+    :func:`~fedshield.report.table.ranking_check` leaves its setting out, as in an unfinished sweep's report."""
     rows_k, cols_k, ref_keys, ref = table_layout({"table": spec.table, "grid": spec.grid, "reference": spec.reference})
     keys = rows_k + cols_k
     runs: dict[tuple[str, ...], dict[str, float]] = {}
@@ -45,16 +45,17 @@ def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list
             reader = csv.DictReader(f)
             missing = [k for k in keys + metrics if k not in (reader.fieldnames or [])]
             if missing:
-                raise SystemExit(f"{path}: no column(s) {missing}; is it a summary.csv of a sweep of {grid_file}?")
+                raise SystemExit(f"{path}: no column(s) {missing}; is it a summary.csv of a sweep of {spec.path}?")
             for r in reader:
                 runs[tuple(r[k] for k in keys)] = {
                     m: 100.0 * float(r[m]) if r[m].strip() else math.nan for m in metrics}
-    order = {k: list(dict.fromkeys(run.labels[k] for run in expand(spec))) for k in keys}
+    grid_runs = expand(spec)
+    order = {k: list(dict.fromkeys(run.labels[k] for run in grid_runs)) for k in keys}
     rows = list(itertools.product(*(order[k] for k in rows_k)))
     cols = list(itertools.product(*(order[k] for k in cols_k)))
     strangers = sorted(set(runs) - {r + c for r in rows for c in cols})
     if strangers:
-        raise SystemExit(f"runs whose labels are not a point of {grid_file}'s table ({', '.join(keys)}): "
+        raise SystemExit(f"runs whose labels are not a point of {spec.path}'s table ({', '.join(keys)}): "
                          + "; ".join(" / ".join(labels) for labels in strangers))
     cells = {}
     for row in rows:
@@ -66,19 +67,7 @@ def read_table(grid_file: str | Path, summaries: list[str | Path], metrics: list
                 cells[(row, col, m)] = (ours.get(m, math.nan), paper)
     return {"rows_keys": rows_k, "cols_keys": cols_k, "metrics": metrics, "rows": rows, "cols": cols,
             "cells": cells, "has_reference": bool(ref), "compare": spec.table.get("compare"),
-            "finished": len(runs),
-            "total": len(rows) * len(cols)}
-
-
-def read_cells(grid_file: str | Path, summaries: list[str | Path], metric: str = "aasr") -> dict[str, Any]:
-    """The table dict :func:`fedshield.report.table.ranking_check` takes: :func:`read_table` for one metric,
-    with that metric compared. A cell no summary holds is NaN, so its setting is left out of the counts, as in
-    the report of an unfinished sweep."""
-    spec = load_sweep(grid_file)
-    if "compare" not in spec.table:
-        raise SystemExit(f"{grid_file}: its table has no 'compare' section; there is nothing to rank")
-    t = read_table(grid_file, summaries, [metric])
-    return {**t, "compare": {**spec.table["compare"], "metric": metric}}
+            "finished": len(runs), "total": len(rows) * len(cols)}
 
 
 def _counts(rc: dict[str, Any]) -> str:
@@ -94,10 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="aasr")
     ap.add_argument("--table", action="store_true", help="print the combined table first (Markdown)")
     args = ap.parse_args(argv)
+    spec = load_sweep(args.grid_file)
+    if "compare" not in spec.table:
+        raise SystemExit(f"{args.grid_file}: its table has no 'compare' section; there is nothing to rank")
+    metrics = [args.metric]
+    if args.table:  # the table's metrics, and the compared one for the counts
+        metrics = list(dict.fromkeys([*(spec.table.get("metrics") or []), args.metric]))
+    full = read_table(spec, args.summaries, metrics)
     if args.table:
-        metrics = list(load_sweep(args.grid_file).table.get("metrics") or [args.metric])
-        print(render_markdown(read_table(args.grid_file, args.summaries, metrics)))
-    t = read_cells(args.grid_file, args.summaries, args.metric)
+        print(render_markdown({**full, "metrics": list(spec.table.get("metrics") or [args.metric])}))
+    # the counts and the cell list look at the compared metric only
+    t = {**full, "cells": {k: v for k, v in full["cells"].items() if k[2] == args.metric},
+         "compare": {**spec.table["compare"], "metric": args.metric}}
     print("all:", _counts(ranking_check(t)))
     first = sorted({row[0] for row, _, _ in t["cells"]})
     for value in first:
